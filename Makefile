@@ -1,0 +1,107 @@
+# qd-llm: data → teacher (LLM, writes the teacher-logit cache) → student (quantum, reads only the cache) → report.
+#
+# Stage outputs are directories named by content-hash keys (`qdllm key`), so an unchanged
+# tree makes nothing and a changed input, setting or stage code remakes exactly what
+# depends on it. Examples:
+#   make demo                         # set up, then data → teacher → student → report on offline defaults
+#   make teacher TASK=hiding          # fine-tune the default teacher and write its cache
+#   make student TASK=thematic        # quantum (and classical) students from that cache
+#   make pull REMOTE=s3://bucket/qd   # fetch teacher caches computed elsewhere
+#   make test                         # set up, then the test suite
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+TASK     ?= emotion
+MODEL    ?= smollm2-135m
+EMBEDDER ?= minilm
+SEED     ?= 0
+DATA     ?=
+PROFILE  ?= auto
+REMOTE   ?=
+TEACHER_KEY ?=
+
+PYTHON ?= python3
+VENV   := .venv
+QDLLM  := $(VENV)/bin/qdllm
+PY     := $(VENV)/bin/python
+SETUP  := $(VENV)/.setup-done
+SUBMAKE := $(MAKE) --no-print-directory
+
+DATA_ARGS    = --task '$(TASK)' --source '$(DATA)' --seed $(SEED)
+TEACHER_ARGS = $(DATA_ARGS) --model '$(MODEL)' --embedder '$(EMBEDDER)' --profile '$(PROFILE)'
+REMOTE_ARG   = $(if $(REMOTE),--remote '$(REMOTE)')
+# TASK restricts `make student` only when given explicitly; otherwise every teacher cache present is used.
+STUDENT_SEL  = $(if $(TEACHER_KEY),--teacher-key '$(TEACHER_KEY)',$(if $(filter command line environment,$(origin TASK)),--task '$(TASK)'))
+
+.PHONY: help setup data teacher student ablations report demo push pull test test-slow bench clean
+
+help:
+	@sed -n '1,13p' Makefile | sed 's/^# \{0,1\}//'
+	@echo "Variables: TASK=$(TASK) MODEL=$(MODEL) EMBEDDER=$(EMBEDDER) SEED=$(SEED) DATA=$(DATA) PROFILE=$(PROFILE) REMOTE=$(REMOTE)"
+
+# ---------------------------------------------------------------- set-up
+setup: $(SETUP)
+
+$(SETUP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip wheel
+	$(PY) -m pip install --quiet -e '.[teacher,student,dev]'
+	@# mindquantum pins rich==10.9.0, which typer rejects; its real needs come from the `student` extra.
+	$(PY) -m pip install --quiet --no-deps mindquantum==0.12.0
+	$(PY) -c "import numpy, mindspore, mindquantum, torch, transformers, peft; print('set-up OK: numpy', numpy.__version__, 'mindspore', mindspore.__version__, 'torch', torch.__version__)"
+	touch $@
+
+# ---------------------------------------------------------------- stages
+# Public targets make sure the venv exists, then run a sub-make that computes the keys.
+data teacher demo: $(SETUP)
+	@$(SUBMAKE) _$@
+
+student: $(SETUP)
+	$(QDLLM) student $(STUDENT_SEL) $(REMOTE_ARG)
+
+ablations: $(SETUP)
+	$(QDLLM) student ablations $(STUDENT_SEL) $(REMOTE_ARG)
+
+report: $(SETUP)
+	$(QDLLM) report
+
+push pull: $(SETUP)
+	@test -n "$(REMOTE)" || { echo "error: give a remote, e.g. make $@ REMOTE=s3://bucket/prefix or REMOTE=/mnt/shared/qdllm" >&2; exit 2; }
+	$(QDLLM) cache $@ --remote '$(REMOTE)'
+
+ifneq ($(filter _%,$(MAKECMDGOALS)),)
+KEYS := $(shell $(QDLLM) -q key all $(TEACHER_ARGS) --make || echo KEYS_FAILED)
+ifneq ($(filter KEYS_FAILED,$(KEYS)),)
+$(error could not compute the stage keys; see the message above)
+endif
+$(foreach kv,$(KEYS),$(eval $(kv)))
+endif
+
+.PHONY: _data _teacher _demo
+_data: $(DATA_DIR)/manifest.json
+_teacher: $(TEACHER_DIR)/manifest.json
+
+$(DATA_DIR)/manifest.json:
+	$(QDLLM) data $(DATA_ARGS)
+
+$(TEACHER_DIR)/manifest.json: $(DATA_DIR)/manifest.json
+	$(QDLLM) teacher $(TEACHER_ARGS) $(REMOTE_ARG)
+
+_demo: $(TEACHER_DIR)/manifest.json
+	$(QDLLM) student --teacher-key $(TEACHER_KEY) --with-classical
+	$(QDLLM) report
+
+# ---------------------------------------------------------------- checks
+test: $(SETUP)
+	$(PY) -m pytest -q
+
+test-slow: $(SETUP)
+	$(PY) -m pytest -q -m slow
+
+bench: $(SETUP)
+	@for b in tests/bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

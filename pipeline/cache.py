@@ -1,0 +1,240 @@
+"""The teacher-logit cache: the contract between stage one and stage two.
+
+``cache/teacher/<key>/`` holds ``train|val|test.parquet`` (columns ``id``, ``text``,
+``label``, ``teacher_logits``, ``teacher_probs``, ``embedding``; the last three are
+fixed-size float32 lists) and ``manifest.json``, written last. ``read_teacher_cache``
+checks everything a student relies on and fails with one sentence when something is off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import SCHEMA_VERSION
+from pipeline.errors import QdllmError
+from pipeline.keys import sha256_file
+from pipeline.publish import MANIFEST, is_complete, publish_dir
+
+SPLITS = ("train", "val", "test")
+COLUMNS = ("id", "text", "label", "teacher_logits", "teacher_probs", "embedding")
+
+
+def text_id(text: str) -> str:
+    """Stable id of an example: the first 16 hex digits of the sha256 of its text."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass
+class TeacherSplit:
+    """One split of a teacher cache as arrays."""
+
+    ids: list[str]
+    texts: list[str]
+    labels: np.ndarray  # (N,) int64
+    logits: np.ndarray  # (N, C) float32, raw
+    probs: np.ndarray  # (N, C) float32
+    embeddings: np.ndarray  # (N, D) float32
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class TeacherCache:
+    path: Path
+    manifest: dict[str, Any]
+    splits: dict[str, TeacherSplit]
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.manifest["class_names"])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.manifest["class_names"])
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.manifest["embedding_dim"])
+
+    @property
+    def key(self) -> str:
+        return str(self.manifest["key"])
+
+
+def library_versions(*names: str) -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _table(split: TeacherSplit, num_classes: int, dim: int):
+    import pyarrow as pa
+
+    def fixed(a: np.ndarray, width: int):
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        return pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1), pa.float32()), width)
+
+    return pa.table(
+        {
+            "id": pa.array(split.ids, pa.string()),
+            "text": pa.array(split.texts, pa.string()),
+            "label": pa.array(np.asarray(split.labels, dtype=np.int64), pa.int64()),
+            "teacher_logits": fixed(split.logits, num_classes),
+            "teacher_probs": fixed(split.probs, num_classes),
+            "embedding": fixed(split.embeddings, dim),
+        }
+    )
+
+
+def write_teacher_cache(
+    final: Path,
+    splits: dict[str, TeacherSplit],
+    *,
+    key: str,
+    inputs: dict[str, Any],
+    task: str,
+    class_names: list[str],
+    embedding_source: str,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Validate the arrays, write the Parquet files and manifest into ``final`` atomically."""
+    import pyarrow.parquet as pq
+
+    num_classes = len(class_names)
+    dims = {s.embeddings.shape[1] for s in splits.values()}
+    if set(splits) != set(SPLITS) or len(dims) != 1:
+        raise ValueError(f"a teacher cache needs splits {SPLITS} with one embedding dim, got {sorted(splits)} {dims}")
+    dim = dims.pop()
+    for name, s in splits.items():
+        n = len(s.labels)
+        if not (len(s.ids) == len(s.texts) == n == len(s.logits) == len(s.probs) == len(s.embeddings)):
+            raise ValueError(f"split {name}: columns have different lengths")
+        _check_arrays(name, s, num_classes, dim, where="teacher output")
+    with publish_dir(final) as pub:
+        files = {}
+        for name in SPLITS:
+            path = pub.path / f"{name}.parquet"
+            pq.write_table(_table(splits[name], num_classes, dim), path, compression="zstd")
+            files[name] = {"file": path.name, "rows": len(splits[name]), "sha256": sha256_file(path),
+                           "bytes": path.stat().st_size}
+        pub.manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "kind": "teacher-cache",
+            "key": key,
+            "inputs": inputs,
+            "task": task,
+            "class_names": list(class_names),
+            "num_classes": num_classes,
+            "embedding_dim": int(dim),
+            "embedding_source": embedding_source,
+            "files": files,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "versions": library_versions("pyarrow", "numpy", "torch", "transformers", "peft"),
+            **(extra or {}),
+        }
+    return Path(final)
+
+
+def _check_arrays(name: str, s: TeacherSplit, num_classes: int, dim: int, *, where: str) -> None:
+    if s.logits.shape[1:] != (num_classes,) or s.probs.shape[1:] != (num_classes,):
+        raise QdllmError(f"{where}: {name} has {s.logits.shape[1:]} class scores but {num_classes} classes are declared.")
+    if s.embeddings.shape[1:] != (dim,):
+        raise QdllmError(f"{where}: {name} embeddings have dim {s.embeddings.shape[1:]} but the manifest says {dim}.")
+    if len(s.labels) and (s.labels.min() < 0 or s.labels.max() >= num_classes):
+        raise QdllmError(
+            f"{where}: {name} has label {int(s.labels.max() if s.labels.max() >= num_classes else s.labels.min())} "
+            f"outside 0..{num_classes - 1}; rebuild the cache."
+        )
+    for col, arr in (("teacher_logits", s.logits), ("teacher_probs", s.probs), ("embedding", s.embeddings)):
+        if not np.isfinite(arr).all():
+            raise QdllmError(f"{where}: {name} column {col} holds NaN or infinite values; rebuild the cache.")
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_dir():
+        raise QdllmError(f"No teacher cache at {path}; run `make teacher` or pull one with `make pull REMOTE=...`.")
+    if not is_complete(path):
+        raise QdllmError(f"{path} has no manifest.json, so it is not a complete teacher cache; rebuild or pull it.")
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except ValueError:
+        raise QdllmError(f"{path / MANIFEST} is not valid JSON; rebuild or pull the cache.") from None
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise QdllmError(
+            f"{path} uses cache schema version {version!r}, but this qdllm reads version {SCHEMA_VERSION}; "
+            "rebuild the cache or use a matching qdllm."
+        )
+    return manifest
+
+
+def _column(table, name: str, path: Path, width: int | None = None) -> np.ndarray:
+    import pyarrow as pa
+
+    col = table.column(name).combine_chunks()
+    if width is not None:
+        if not pa.types.is_fixed_size_list(col.type) or col.type.list_size != width:
+            raise QdllmError(f"{path}: column {name} has type {col.type}, expected fixed_size_list<float>[{width}].")
+        if col.null_count:
+            raise QdllmError(f"{path}: column {name} has missing rows; rebuild the cache.")
+        return col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, width)
+    return col.to_numpy(zero_copy_only=False)
+
+
+def read_teacher_cache(path: Path, splits: tuple[str, ...] = SPLITS, *, verify_hashes: bool = True) -> TeacherCache:
+    """Load and validate a teacher cache; raises ``QdllmError`` with one clear sentence on any defect."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    manifest = read_manifest(path)
+    num_classes = len(manifest["class_names"])
+    dim = int(manifest["embedding_dim"])
+    out = {}
+    for name in splits:
+        info = manifest["files"].get(name)
+        if info is None:
+            raise QdllmError(f"{path}: the manifest lists no {name} split; rebuild the cache.")
+        fpath = path / info["file"]
+        if not fpath.is_file():
+            raise QdllmError(f"{fpath} is missing; pull or rebuild the cache.")
+        if verify_hashes and sha256_file(fpath) != info["sha256"]:
+            raise QdllmError(f"{fpath} does not match the sha256 in its manifest (corrupt or edited); pull or rebuild the cache.")
+        try:
+            table = pq.read_table(fpath)
+        except (pa.ArrowException, OSError) as e:
+            raise QdllmError(f"{fpath} is not a readable Parquet file ({str(e).splitlines()[0]}); pull or rebuild the cache.") from None
+        missing = [c for c in COLUMNS if c not in table.column_names]
+        if missing:
+            raise QdllmError(f"{fpath} lacks column(s) {', '.join(missing)}; it is not a teacher cache of this schema.")
+        if table.num_rows != info["rows"]:
+            raise QdllmError(f"{fpath} has {table.num_rows} rows but the manifest says {info['rows']}; pull or rebuild the cache.")
+        labels = _column(table, "label", fpath)
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise QdllmError(f"{fpath}: column label must be integer, not {labels.dtype}.")
+        s = TeacherSplit(
+            ids=table.column("id").to_pylist(),
+            texts=table.column("text").to_pylist(),
+            labels=labels.astype(np.int64),
+            logits=_column(table, "teacher_logits", fpath, num_classes),
+            probs=_column(table, "teacher_probs", fpath, num_classes),
+            embeddings=_column(table, "embedding", fpath, dim),
+        )
+        _check_arrays(name, s, num_classes, dim, where=str(fpath))
+        out[name] = s
+    return TeacherCache(path=path, manifest=manifest, splits=out)

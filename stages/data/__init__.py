@@ -1,0 +1,1 @@
+"""Build a dataset: data/<task>/<key>/{train,val,test}.parquet."""

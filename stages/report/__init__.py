@@ -1,0 +1,1 @@
+"""Paper-style tables and figures over all student runs."""

@@ -1,0 +1,1 @@
+"""Stage two: train the quantum student from a teacher cache only."""

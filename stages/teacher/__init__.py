@@ -1,0 +1,1 @@
+"""Stage one: LoRA fine-tune an LLM teacher and write the teacher-logit cache."""

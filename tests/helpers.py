@@ -1,0 +1,52 @@
+"""Test helpers: synthetic teacher caches with the real writer, for tests and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.cache import SPLITS, TeacherSplit, text_id, write_teacher_cache
+
+
+def synthetic_splits(n: int = 60, num_classes: int = 2, dim: int = 16, seed: int = 0,
+                     fractions=(0.6, 0.2, 0.2)) -> dict[str, TeacherSplit]:
+    """Linearly separable-ish data whose teacher logits agree with the labels most of the time."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(num_classes, dim)).astype(np.float32) * 2
+    out = {}
+    start = 0
+    for name, frac in zip(SPLITS, fractions):
+        m = max(num_classes, int(round(n * frac)))
+        labels = np.arange(m) % num_classes
+        emb = centers[labels] + rng.normal(size=(m, dim)).astype(np.float32)
+        logits = (np.eye(num_classes, dtype=np.float32)[labels] * 3 + rng.normal(size=(m, num_classes))).astype(np.float32)
+        probs = np.exp(logits - logits.max(1, keepdims=True))
+        probs = (probs / probs.sum(1, keepdims=True)).astype(np.float32)
+        texts = [f"example {start + i} of class {int(y)}" for i, y in enumerate(labels)]
+        start += m
+        out[name] = TeacherSplit(ids=[text_id(t) for t in texts], texts=texts, labels=labels.astype(np.int64),
+                                 logits=logits, probs=probs, embeddings=emb.astype(np.float32))
+    return out
+
+
+def write_synthetic_cache(final: Path, n: int = 60, num_classes: int = 2, dim: int = 16, seed: int = 0,
+                          key: str = "synthetic", task: str = "synthetic") -> Path:
+    class_names = [f"class{i}" for i in range(num_classes)]
+    return write_teacher_cache(
+        Path(final), synthetic_splits(n, num_classes, dim, seed), key=key, inputs={"synthetic": True},
+        task=task, class_names=class_names, embedding_source="synthetic",
+        extra={"teacher_metrics": {"val": {"accuracy": 1.0}, "test": {"accuracy": 1.0}}},
+    )
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 600):
+    """Run ``qdllm`` in a subprocess, as a user would."""
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, cwd=cwd or ROOT, timeout=timeout)
