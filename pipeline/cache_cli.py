@@ -169,7 +169,7 @@ def verify(paths: list[Path] = typer.Argument(None, help="Teacher cache director
         R.check_reachable(r)
         for k in [str(p) for p in paths or []] or R.remote_keys(kind, r):
             n = R.verify_remote(kind, k, r)
-            console.print(f"[green]ok[/] {r.uri} {kind}/{k}: {n / 1e6:.1f} MB match their sha256")
+            console.print(f"[green]ok[/] {r.uri} {kind}/{k}: all files ({_size(n)}) match their sha256")
         return
     if not paths:
         from pipeline.remote import local_keys

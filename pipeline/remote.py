@@ -345,6 +345,8 @@ def _local_manifest(kind: str, key: str, cache_root: Path | None) -> tuple[Path,
 
 def _upload_file(remote: Remote, local: Path, dest: str, advance: Callable[[int], None]) -> str:
     h = hashlib.sha256()
+    if remote.is_local:
+        _call(remote, "create", remote.fs.create_dir, dest.rsplit("/", 1)[0], recursive=True)
     with open(local, "rb") as src, _call(remote, "write", remote.fs.open_output_stream, dest) as out:
         while chunk := src.read(_CHUNK):
             h.update(chunk)
