@@ -65,6 +65,17 @@ def source_identity(task: str, source: str) -> dict[str, Any]:
     )
 
 
+def data_code_hash(source: str) -> str:
+    """Digest of the data-stage code that decides a dataset's content; the CLI and ``info`` code do not count,
+    and the stego generator counts only for the corpus it generates, so editing it keeps other datasets' keys."""
+    from pipeline.paths import PROJECT_ROOT
+
+    patterns = ("dataset.py", "build.py", "sources.py")
+    if source == "stego-default":
+        patterns += ("stego.py", "stego/*.py")
+    return keys.hash_tree(PROJECT_ROOT / "stages" / "data", patterns)
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Build a dataset: dedupe, drop conflicts and empties, balance classes, split 6:2:2 per class."""
@@ -87,7 +98,7 @@ class DataConfig:
             "task": {"name": self.task, "classes": list(task.class_names) if task else None},
             "source": source_identity(self.task, self.source),
             "config": d,
-            "code": keys.code_hash("data"),
+            "code": data_code_hash(self.source or (task.default_source if task else "")),
         }
 
 
