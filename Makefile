@@ -76,7 +76,6 @@ ifneq ($(filter KEYS_FAILED,$(KEYS)),)
 $(error could not compute the stage keys; see the message above)
 endif
 $(foreach kv,$(KEYS),$(eval $(kv)))
-endif
 
 .PHONY: _data _teacher _demo
 _data: $(DATA_DIR)/manifest.json
@@ -91,6 +90,7 @@ $(TEACHER_DIR)/manifest.json: $(DATA_DIR)/manifest.json
 _demo: $(TEACHER_DIR)/manifest.json
 	$(QDLLM) student --teacher-key $(TEACHER_KEY) --with-classical
 	$(QDLLM) report
+endif  # the key-named targets exist only in the sub-make that computed the keys
 
 # ---------------------------------------------------------------- checks
 test: $(SETUP)
