@@ -237,3 +237,14 @@ def test_data_keys_follow_only_the_code_that_decides_the_content(tmp_path, monke
     assert after["stego-default"] != before["stego-default"]
     (code / "build.py").write_text((code / "build.py").read_text() + "\n# rules changed\n")
     assert data_code_hash("rotten-tomatoes") != before["rotten-tomatoes"]
+
+
+def test_concurrent_builds_of_one_key_build_once():
+    from concurrent.futures import ThreadPoolExecutor
+
+    cfg = data_config("emotion", str(FIX / "authors"))
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: build(cfg), range(2)))
+    assert results[0][0] == results[1][0]
+    assert sorted(fresh for _, fresh in results) == [False, True]
+    assert [p.name for p in results[0][0].parent.iterdir() if not p.name.endswith(".lock")] == [results[0][0].name]

@@ -163,3 +163,15 @@ def test_real_default_corpora(task, classes, low, high):
 def test_real_covers():
     covers, notes = sources.load_covers()
     assert notes["tweets"] == 4200 and notes["headlines"] == 4080 and len(covers) > sources.HIDING_COVERS
+
+
+def test_hiding_generator_missing_a_library_names_it(monkeypatch):
+    broken = types.ModuleType("stages.data.stego")
+
+    def __getattr__(name):  # importing the generator fails inside, as when torch is absent
+        raise ModuleNotFoundError("No module named 'torch'", name="torch")
+
+    broken.__getattr__ = __getattr__
+    monkeypatch.setitem(sys.modules, "stages.data.stego", broken)
+    with pytest.raises(QdllmError, match="needs the 'torch' package"):
+        sources.load_source(data_config("hiding"))

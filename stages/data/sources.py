@@ -176,7 +176,11 @@ def stego_default(cfg: DataConfig) -> Raw:
 
     try:
         from stages.data.stego import generate_stego_texts
-    except ImportError:
+    except ImportError as e:
+        missing = getattr(e, "name", None)
+        if missing and not missing.startswith("stages"):  # the generator is there, a library it needs is not
+            raise QdllmError(f"The hiding task's stego generator needs the {missing!r} package; install the "
+                             "teacher extra with `make setup` (or pip install -e '.[teacher]').") from None
         raise QdllmError(
             "The hiding task's stego generator is not available in this version of qd-llm; meanwhile give a "
             "directory with train_pos.txt (stego) and train_neg.txt (cover), e.g. "
