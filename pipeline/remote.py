@@ -259,7 +259,8 @@ def manifest_index(manifest: dict) -> dict[str, str]:
     files = manifest.get("files")
     if not isinstance(files, dict):
         return {}
-    return {str(v["file"]): str(v["sha256"]) for v in files.values() if isinstance(v, dict) and "sha256" in v}
+    return {_safe_rel(str(v["file"]), "the manifest"): str(v["sha256"])
+            for v in files.values() if isinstance(v, dict) and "sha256" in v and "file" in v}
 
 
 def _expected_index(kind: str, key: str, manifest: dict, index_bytes: bytes | None, where: str) -> dict[str, str]:
@@ -400,7 +401,7 @@ def push(kind: str, key: str, remote: str | Remote, *, cache_root: Path | None =
     if missing:
         raise QdllmError(f"{src} lacks {', '.join(missing)} listed in its manifest; rebuild the cache.")
     _put_bytes(r, f"{base}/{INDEX}", format_index(index))
-    _put_bytes(r, f"{base}/{MANIFEST}", json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode())
+    _put_bytes(r, f"{base}/{MANIFEST}", (src / MANIFEST).read_bytes())
     return "pushed"
 
 

@@ -168,3 +168,23 @@ def test_cli_user_errors(tmp_path):
         proc = run_cli("cache", *args, env=env)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert text in " ".join(proc.stderr.split())
+
+
+def test_import_refuses_a_manifest_naming_files_outside_the_cache(local, tmp_path):
+    tar = tmp_path / "ok.tar"
+    R.export_tar(tar, [("teacher", KEYS[0])], cache_root=local)
+    evil = tmp_path / "evil.tar"
+
+    def edit(m, data):
+        if m.name.endswith(R.INDEX):
+            return None, data  # no index: the manifest's own file list is used
+        if m.name.endswith("manifest.json"):
+            man = json.loads(data)
+            man["files"]["train"]["file"] = "../../outside.parquet"
+            data = json.dumps(man).encode()
+        return m, data
+
+    _rewrite_tar(tar, evil, edit)
+    with pytest.raises(QdllmError, match="unsafe file name"):
+        R.import_tar(evil, cache_root=tmp_path / "x" / "cache")
+    assert not list(tmp_path.rglob("outside.parquet"))

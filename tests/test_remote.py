@@ -348,3 +348,12 @@ def test_student_pulls_a_missing_teacher_cache_from_remote(caches, tmp_path):
     _student_or_skip(proc)
     read_teacher_cache(b / "teacher" / KEY)
     assert any(R.local_keys("student", b))
+
+
+def test_other_object_stores_use_the_pyarrow_uri_path(tmp_path):
+    r = R.open_remote("gs://some-bucket/team/qdllm")  # constructing it touches no network
+    assert type(r.fs).__name__ == "GcsFileSystem" and r.root == "some-bucket/team/qdllm"
+    assert R.open_remote((tmp_path / "x").as_uri()).root == str(tmp_path / "x")
+    assert R.open_remote(str(tmp_path / "x")).is_local
+    with pytest.raises(QdllmError, match="names no bucket"):
+        R.open_remote("s3:///prefix")
