@@ -15,7 +15,6 @@ from helpers import run_cli, write_synthetic_cache
 from pipeline import remote as R
 from pipeline.cache import read_teacher_cache
 from pipeline.errors import QdllmError
-from pipeline.publish import publish_dir
 
 KEYS = ("aaaa000011112222", "bbbb000011112222")
 
