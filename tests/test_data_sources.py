@@ -175,3 +175,16 @@ def test_hiding_generator_missing_a_library_names_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "stages.data.stego", broken)
     with pytest.raises(QdllmError, match="needs the 'torch' package"):
         sources.load_source(data_config("hiding"))
+
+
+def test_hiding_cap_limits_generation(fake_artifacts, monkeypatch):
+    calls = []
+
+    def generate_stego_texts(covers, n, *, seed, work_dir):
+        calls.append((list(covers), n))
+        return [f"stego {i}" for i in range(n)]
+
+    monkeypatch.setitem(sys.modules, "stages.data.stego", types.SimpleNamespace(generate_stego_texts=generate_stego_texts))
+    ds = load_dataset(build(data_config("hiding", max_per_class=10))[0])
+    assert calls[0][1] == 10 and len(calls[0][0]) == 10
+    assert sum(ds.splits[s].height for s in SPLITS) == 20

@@ -187,8 +187,8 @@ def stego_default(cfg: DataConfig) -> Raw:
             "make data TASK=hiding DATA=../shared/data/qdllm-paper/stega."
         ) from None
     pool, notes = load_covers()
-    n = min(HIDING_COVERS, len(pool))
-    pick = np.random.default_rng(0).choice(len(pool), size=n, replace=False)  # fixed: stegos are made once
+    n = min(HIDING_COVERS, len(pool), cfg.max_per_class or len(pool))  # a cap makes generation shorter too
+    pick = np.random.default_rng(0).permutation(len(pool))[:n]  # fixed draw (stegos are made once), prefix-stable
     covers = [pool[i] for i in sorted(pick)]
     stego_code = Path(__file__).with_name("stego.py")
     work_id = keys.digest({"covers": keys.digest(covers), "n": n,
