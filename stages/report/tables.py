@@ -1,0 +1,233 @@
+"""The paper's tables (3 to 8) built from run metrics: numbers in, markdown out.
+
+Each builder returns a ``Table`` whose cells are already formatted; every number comes
+straight from a run's ``metrics.json`` summary or a teacher manifest, nothing is
+recomputed except the teacher's Acc/Param and Acc/T_kd (one division each).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.config import LOSSES
+from stages.report.runs import PRF, Run, Teacher
+
+DASH = "—"
+
+
+@dataclass
+class Table:
+    title: str
+    headers: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    note: str = ""
+
+    def markdown(self) -> str:
+        def esc(c: str) -> str:
+            return str(c).replace("|", "\\|")
+
+        lines = [f"**{self.title}**", "", "| " + " | ".join(self.headers) + " |",
+                 "|" + "|".join("---" if i == 0 else "---:" for i in range(len(self.headers))) + "|"]
+        lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in self.rows]
+        if self.note:
+            lines += ["", self.note]
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def pct(stat: tuple[float, float] | float | None) -> str:
+    """Accuracy-like values in percent: ``mean ± std`` over seeds, or a single value."""
+    if stat is None:
+        return DASH
+    if isinstance(stat, tuple):
+        return f"{100 * stat[0]:.2f} ± {100 * stat[1]:.2f}"
+    return f"{100 * stat:.2f}"
+
+
+def sci(v: float | None) -> str:
+    """Small ratios (Acc/Param, Acc/T_kd) with three significant digits."""
+    if v is None:
+        return DASH
+    return f"{v:.3g}" if 1e-3 <= abs(v) < 1e4 or v == 0 else f"{v:.3e}"
+
+
+def count(n: int | float | None) -> str:
+    """Parameter counts: exact below a million, ``29.50M`` above (as the paper writes them)."""
+    if n is None or n == 0:
+        return DASH
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{int(n):,}"
+
+
+def secs(stat: tuple[float, float] | None, digits: int = 3) -> str:
+    if stat is None:
+        return DASH
+    return f"{stat[0]:.{digits}g} ± {stat[1]:.2g}"
+
+
+# ---------------------------------------------------------------- selecting runs
+
+
+def main_runs(runs: list[Run]) -> dict[tuple[str, str], list[Run]]:
+    """Per (task, teacher): one run per student model, the one closest to the paper's default configuration."""
+    best: dict[tuple[str, str, str], Run] = {}
+    for r in runs:
+        k = (r.task, r.teacher_key, r.model)
+        if k not in best or r.sort_key() < best[k].sort_key():
+            best[k] = r
+    out: dict[tuple[str, str], list[Run]] = defaultdict(list)
+    for (task, tkey, _), r in best.items():
+        out[(task, tkey)].append(r)
+    return {k: sorted(v, key=Run.sort_key) for k, v in sorted(out.items())}
+
+
+def params_panels(runs: list[Run]) -> dict[tuple[str, str], list[Run]]:
+    """Per (task, teacher): the main runs plus the quantum runs that differ from them only in circuit size."""
+    out = main_runs(runs)
+    for group in _groups(runs, ("n_qubits", "n_layers"), models=("quantum",)):
+        panel = out.setdefault((group[0].task, group[0].teacher_key), [])
+        panel += [r for r in group if r not in panel]
+    return {k: sorted(v, key=lambda r: (r.params, r.sort_key())) for k, v in sorted(out.items())}
+
+
+def _groups(runs: list[Run], vary: tuple[str, ...] | None, models: tuple[str, ...] | None = None
+            ) -> list[list[Run]]:
+    """Runs that agree on everything except ``vary`` (or, with ``vary=None``, except the teacher)."""
+    groups: dict[tuple, dict[Any, Run]] = defaultdict(dict)
+    for r in runs:
+        if models and r.model not in models:
+            continue
+        cfg = r.config
+        fixed = tuple((f, cfg.get(f)) for f in r.fields if not vary or f not in vary)
+        gkey = (r.task, None if vary is None else r.teacher_key, r.model, fixed)
+        v = r.teacher_key if vary is None else tuple(cfg.get(f) for f in vary)
+        if v not in groups[gkey] or r.sort_key() < groups[gkey][v].sort_key():
+            groups[gkey][v] = r
+    return [list(d.values()) for _, d in sorted(groups.items(), key=lambda kv: str(kv[0])) if len(d) > 1]
+
+
+# ---------------------------------------------------------------- tables
+
+
+def performance_table(task: str, teacher: Teacher, runs: list[Run], number: str = "4–6") -> Table:
+    """Tables 4–6: teacher and students on one task, mean ± std over seeds on the test split."""
+    t = Table(
+        title=f"Table {number} style: {task}, teacher {teacher.name} (cache {teacher.key}), test split",
+        headers=["Method", "Trainable params", "Seeds", "Acc (%)", "P (%)", "R (%)", "F1 (%)", "Acc/Param",
+                 "Acc/T_kd (1/s)", "Run"],
+        note=("Students: mean ± std over seeds of the checkpoint chosen on validation. Acc/Param = mean test "
+              "accuracy / trainable parameters; Acc/T_kd = mean test accuracy / mean training seconds. "
+              "Teacher: one fine-tune, its LoRA trainable parameters and fine-tune seconds."),
+    )
+    acc = teacher.metric("test", "accuracy")
+    params, tsec = teacher.lora_params, teacher.train_seconds
+    t.rows.append([f"teacher: {teacher.name} + LoRA", count(params), "1",
+                   *(pct(teacher.metric("test", m)) for m in PRF),
+                   sci(acc / params if acc is not None and params else None),
+                   sci(acc / tsec if acc is not None and tsec else None), teacher.key])
+    for r in runs:
+        s = r.summary
+        t.rows.append([f"student: {r.label}", count(r.params), str(len(r.seeds)),
+                       *(pct(r.stat("test", m)) for m in PRF),
+                       sci(s.get("acc_per_param")), sci(s.get("acc_per_tkd")), r.key])
+    return t
+
+
+def parameter_table(paper: list[dict[str, Any]], teachers: dict[str, Teacher], runs: list[Run]) -> Table:
+    """Table 3: trainable parameters of the paper's teachers, the teachers used and every student."""
+    t = Table(title="Table 3 style: trainable parameters",
+              headers=["Role", "Model", "Trainable params", "Exact count", "Paper (Table 3)"])
+    for p in paper:
+        n = p.get("lora_trainable_params")
+        ref = p.get("paper_table3")
+        t.rows.append(["teacher, paper (LoRA r=200, counted)", str(p["model"]), count(n),
+                       f"{int(n):,}" if n else DASH, count(ref) if ref else DASH])
+    for tk in sorted(teachers.values(), key=lambda x: (x.name, x.key)):
+        n = tk.lora_params
+        t.rows.append([f"teacher, used (cache {tk.key})", tk.name, count(n), f"{n:,}" if n else DASH, DASH])
+    seen = set()
+    for r in sorted(runs, key=Run.sort_key):
+        k = (r.label, r.params)
+        if k in seen:
+            continue
+        seen.add(k)
+        role = "quantum student" if r.model == "quantum" else "classical student"
+        t.rows.append([role, r.label, count(r.params), f"{r.params:,}", DASH])
+    return t
+
+
+def loss_ablation_tables(runs: list[Run], teachers: dict[str, Teacher]) -> list[Table]:
+    """Table 7: the same teacher and student, trained with different losses."""
+    out = []
+    for group in _groups(runs, ("loss", "alpha")):
+        if len({r.config.get("loss") for r in group}) < 2:
+            continue
+        group.sort(key=lambda r: (LOSSES.index(r.config["loss"]) if r.config.get("loss") in LOSSES else 9,
+                                  r.config.get("alpha", 0)))
+        r0 = group[0]
+        tk = teachers.get(r0.teacher_key)
+        t = Table(title=f"Table 7 style: loss ablation, {r0.task}, teacher {tk.name if tk else r0.teacher_key}, "
+                        f"{_without(r0, ('loss', 'alpha'))}",
+                  headers=["Loss", "α", "Seeds", "Acc (%)", "P (%)", "R (%)", "F1 (%)", "Run"])
+        for r in group:
+            t.rows.append([str(r.config.get("loss")), str(r.config.get("alpha")), str(len(r.seeds)),
+                           *(pct(r.stat("test", m)) for m in PRF), r.key])
+        out.append(t)
+    return out
+
+
+def teacher_ablation_tables(runs: list[Run], teachers: dict[str, Teacher]) -> list[Table]:
+    """Table 8: one task and student configuration distilled from different teachers."""
+    out = []
+    for group in _groups(runs, None):
+        group.sort(key=lambda r: (teachers[r.teacher_key].name, r.teacher_key))
+        r0 = group[0]
+        t = Table(title=f"Table 8 style: teacher ablation, {r0.task}, student {r0.label}",
+                  headers=["Teacher", "Embedder", "Teacher Acc (%)", "Student Acc (%)", "P (%)", "R (%)",
+                           "F1 (%)", "Run"])
+        for r in group:
+            tk = teachers[r.teacher_key]
+            t.rows.append([f"{tk.name} ({tk.key})", tk.embedder, pct(tk.metric("test", "accuracy")),
+                           *(pct(r.stat("test", m)) for m in PRF), r.key])
+        out.append(t)
+    return out
+
+
+def size_ablation_tables(runs: list[Run], teachers: dict[str, Teacher]) -> list[Table]:
+    """Circuit size: the quantum student with different numbers of qubits and layers."""
+    out = []
+    for group in _groups(runs, ("n_qubits", "n_layers"), models=("quantum",)):
+        group.sort(key=lambda r: (r.config.get("n_qubits", 0), r.config.get("n_layers", 0)))
+        r0 = group[0]
+        tk = teachers.get(r0.teacher_key)
+        t = Table(title=f"Qubits and layers ablation: {r0.task}, teacher {tk.name if tk else r0.teacher_key}, "
+                        f"{_without(r0, ('n_qubits', 'n_layers'))}",
+                  headers=["Qubits", "Layers", "Trainable params", "Seeds", "Acc (%)", "F1 (%)", "Acc/Param",
+                           "Train s/epoch", "Run"])
+        for r in group:
+            t.rows.append([str(r.config.get("n_qubits")), str(r.config.get("n_layers")), count(r.params),
+                           str(len(r.seeds)), pct(r.stat("test", "accuracy")), pct(r.stat("test", "f1")),
+                           sci(r.summary.get("acc_per_param")), secs(r.stat("", "train_seconds_per_epoch")),
+                           r.key])
+        out.append(t)
+    return out
+
+
+def timing_table(runs: list[Run]) -> Table:
+    t = Table(title="Cost: training and inference time (students)",
+              headers=["Method", "Train s/epoch", "Inference µs/example", "Run"])
+    for r in runs:
+        t.rows.append([r.label, secs(r.stat("", "train_seconds_per_epoch")),
+                       secs(r.stat("", "inference_us_per_example")), r.key])
+    return t
+
+
+def _without(run: Run, vary: tuple[str, ...]) -> str:
+    """The run's configuration minus the varied fields, for a table title."""
+    cfg = run.config
+    parts = [run.model] + [f"{f}={cfg[f]}" for f in run.fields if f not in vary and f in cfg and f in
+                           ("variant", "n_qubits", "n_layers", "loss", "alpha", "temperature")]
+    return ", ".join(parts)
