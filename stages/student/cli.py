@@ -1,14 +1,131 @@
-"""``qdllm student``: placeholder until the student stage lands."""
+"""``qdllm student``: train students from teacher caches, ablations, and predictions on new texts.
+
+Only light modules at top level; MindSpore/MindQuantum load inside the commands.
+"""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
 
+from pipeline import options as o
 from pipeline.errors import QdllmError
+
+log = logging.getLogger(__name__)
 
 app = typer.Typer(help="Stage two: train the quantum student from a teacher cache only.", invoke_without_command=True)
 
+TaskSel = Annotated[Optional[str], typer.Option("--task", "-t", help="Only teacher caches of this task.")]
+KeySel = Annotated[Optional[str], typer.Option("--teacher-key", help="Only this teacher cache.")]
+Remote = Annotated[Optional[str], typer.Option("--remote", help="Pull a missing teacher cache from this remote.")]
+
+ABLATION_LOSSES = ("ce", "kl", "js", "kl+js+ce")
+ABLATION_LAYERS = (1, 2, 4)
+ABLATION_QUBITS = (4, 8, 11)
+
+
+def _train_all(configs, task, teacher_key, remote) -> None:
+    from stages.student.run import run_student, teacher_caches
+
+    done = skipped = 0
+    for cache in teacher_caches(task, teacher_key, remote):
+        for cfg in configs:
+            path, trained = run_student(cache, cfg)
+            done += trained
+            skipped += not trained
+            if not trained:
+                log.info("up to date: %s", path)
+    log.info("%d student run(s) trained, %d already complete", done, skipped)
+
 
 @app.callback()
-def student(ctx: typer.Context) -> None:
-    raise QdllmError("The student stage has not landed yet in this version of qd-llm.")
+def student(
+    ctx: typer.Context,
+    task: TaskSel = None,
+    teacher_key: KeySel = None,
+    remote: Remote = None,
+    with_classical: bool = typer.Option(False, "--with-classical", help="Also train logreg and mlp baselines."),
+    student_model: o.StudentModel = "quantum", variant: o.Variant = "paper", qubits: o.Qubits = 11,
+    layers: o.Layers = 2, loss: o.Loss = "kl+js+ce", alpha: o.Alpha = 0.9, temperature: o.Temperature = 1.0,
+    lr: o.StudentLr = 0.06, epochs: o.StudentEpochs = 10, batch_size: o.BatchSize = 8,
+    seeds: o.Seeds = "0,1,2,3,4", input_scaling: o.InputScaling = "none",
+) -> None:
+    """Train the student for every teacher cache present (or one task / key); complete runs are skipped."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from dataclasses import replace
+
+    cfg = o.student_config(student_model, variant, qubits, layers, loss, alpha, temperature, lr, epochs,
+                           batch_size, seeds, input_scaling)
+    configs = [cfg]
+    if with_classical:
+        configs += [replace(cfg, model=m) for m in ("logreg", "mlp") if m != cfg.model]
+    _train_all(configs, task, teacher_key, remote)
+
+
+@app.command("ablations")
+def ablations(task: TaskSel = None, teacher_key: KeySel = None, remote: Remote = None,
+              seeds: o.Seeds = "0,1,2,3,4", full_grid: bool = typer.Option(
+                  False, "--full-grid", help="All 4×3×3 combinations instead of one factor at a time.")) -> None:
+    """Loss {ce, kl, js, kl+js+ce} × layers {1, 2, 4} × qubits {4, 8, 11}, one factor varied at a time around
+    the default (n=11, L=2, kl+js+ce): 4 + 2 + 2 = 8 runs per cache; ``--full-grid`` trains all 36."""
+    import itertools
+
+    from pipeline.config import StudentConfig
+
+    base = StudentConfig(seeds=o.parse_seeds(seeds))
+    if full_grid:
+        grid = itertools.product(ABLATION_LOSSES, ABLATION_LAYERS, ABLATION_QUBITS)
+    else:
+        grid = ([(ls, base.n_layers, base.n_qubits) for ls in ABLATION_LOSSES]
+                + [(base.loss, L, base.n_qubits) for L in ABLATION_LAYERS if L != base.n_layers]
+                + [(base.loss, base.n_layers, n) for n in ABLATION_QUBITS if n != base.n_qubits])
+    from dataclasses import replace
+
+    configs = [replace(base, loss=ls, n_layers=L, n_qubits=n) for ls, L, n in grid]
+    _train_all(configs, task, teacher_key, remote)
+
+
+@app.command("predict")
+def predict(
+    run: str = typer.Option(..., "--run", help="Student run key (or directory)."),
+    texts: Annotated[Optional[list[str]], typer.Argument(help="Texts to classify.")] = None,
+    file: Annotated[Optional[Path], typer.Option("--file", help="One text per line.")] = None,
+) -> None:
+    """Classify new texts with a trained student: loads the frozen embedder and the student, never the LLM."""
+    import json
+
+    import numpy as np
+
+    from stages.student.run import load_run
+    from stages.student.train import predict_logits
+
+    items = list(texts or [])
+    if file:
+        if not file.is_file():
+            raise QdllmError(f"--file {file} does not exist; give a text file with one example per line.")
+        items += [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not items:
+        raise QdllmError("Give texts to classify as arguments or with --file FILE (one per line).")
+    manifest, model, weights = load_run(run)
+    name = manifest.get("embedder_name")
+    if not name or name == "teacher-input":
+        raise QdllmError("This run's embeddings come from the teacher LLM's input layer, so predicting new texts "
+                         "would need the LLM; train from a cache made with a separate embedder (e.g. --embedder minilm).")
+    from stages.teacher.embed import encode_texts  # torch/transformers: only here, for the frozen embedder
+    from stages.teacher.models import resolve_embedder_dir
+
+    emb = encode_texts(resolve_embedder_dir(name), items)
+    if emb.shape[1] != model.dim:
+        raise QdllmError(f"The embedder {name!r} gives dim {emb.shape[1]} but the student expects {model.dim}; "
+                         "the run and its embedder do not match.")
+    logits = predict_logits(model, weights, emb.astype(np.float64))
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    names = manifest["class_names"]
+    for text, p in zip(items, probs):
+        print(json.dumps({"text": text, "label": names[int(p.argmax())],
+                          "probs": {n: round(float(v), 4) for n, v in zip(names, p)}}, ensure_ascii=False))

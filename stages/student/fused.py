@@ -1,0 +1,369 @@
+"""Batched state-vector simulation of a ``CircuitSpec`` with analytic (adjoint) gradients.
+
+Why not gate by gate: every ansatz here is single-qubit rotations, diagonal Z/ZZ phases and
+CNOTs, so the circuit compiles into a few big array operations per layer:
+
+- *prefix*: the encoding RX(z_i) and every single-qubit gate before a qubit's first
+  entangling gate act on a product state; they are applied to the n 2-vectors, and the
+  state vector is formed once (a Kronecker product);
+- *diag* blocks: all commuting RZ/ZZ gates in a row are one phase vector
+  ``exp(-i/2·S·θ)`` (S: ±1 eigenvalue signs), one elementwise product;
+- *rot* blocks: RY gates on distinct qubits are one real tensor product, applied as a few
+  small real matrix products over qubit groups (real and imaginary parts stacked);
+- *perm* blocks: CNOT chains are one index permutation;
+- the tail: diagonal gates right before measurement do not change ⟨Z⟩ (dropped, zero
+  gradient) and a final permutation is folded into the readout signs.
+
+Gradients use the adjoint method: with ``λ = ∂L/∂Re ψ + i ∂L/∂Im ψ`` after a block,
+a gate ``exp(-iθ/2·G)`` has ``∂L/∂θ = Re⟨λ, -i/2·G ψ⟩`` (ψ after the block), and λ is
+pulled back through the block's inverse. Everything is NumPy (complex128 by default, complex64 for speed); large arrays live in a
+per-batch-size workspace because fresh allocations cost page faults on every step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from stages.student.circuit import CircuitSpec, Gate
+
+PAULI = {
+    "RX": np.array([[0, 1], [1, 0]], dtype=np.complex128),
+    "RY": np.array([[0, -1j], [1j, 0]], dtype=np.complex128),
+    "RZ": np.array([[1, 0], [0, -1]], dtype=np.complex128),
+}
+J = np.array([[0.0, -0.5], [0.5, 0.0]])  # dRY(θ)/dθ = J·RY(θ)
+
+
+def rotation(kind: str, angles: np.ndarray) -> np.ndarray:
+    """exp(-i·a/2·σ) for each angle: shape (..., 2, 2) complex."""
+    c, s = np.cos(angles / 2)[..., None, None], np.sin(angles / 2)[..., None, None]
+    return c * np.eye(2) - 1j * s * PAULI[kind]
+
+
+def ry(angle: float) -> np.ndarray:
+    c, s = np.cos(angle / 2), np.sin(angle / 2)
+    return np.array([[c, -s], [s, c]])
+
+
+def bits(n: int) -> np.ndarray:
+    """(2^n, n) bit table; qubit 0 is the least significant bit (MindQuantum's order)."""
+    idx = np.arange(2**n)
+    return (idx[:, None] >> np.arange(n)[None, :]) & 1
+
+
+@dataclass
+class PrefixStage:
+    """One single-qubit gate kind applied to the product state; ``params[q] = -1`` means identity."""
+
+    kind: str
+    params: np.ndarray  # (n,) int
+
+
+@dataclass
+class Block:
+    kind: str  # diag | rot | perm
+    qubits: set[int] = field(default_factory=set)
+    gates: list[Gate] = field(default_factory=list)
+    # compiled
+    signs: np.ndarray | None = None  # diag: (2^n, K)
+    params: np.ndarray | None = None  # diag: (K,) parameter index per gate
+    rot_params: dict[int, list[int]] | None = None  # rot: qubit -> parameter indices (angles add)
+    perm: np.ndarray | None = None
+    inv: np.ndarray | None = None
+
+
+def _commutes(block: Block, g: Gate) -> bool:
+    if not block.qubits & set(g.qubits):
+        return True
+    kind = "perm" if g.kind == "CNOT" else ("rot" if g.kind == "RY" else "diag")
+    if kind == "diag" and block.kind == "diag":
+        return True
+    if kind == "rot" and block.kind == "rot":  # RY on the same qubit commute with each other
+        return True
+    return False
+
+
+def _gate_kind(g: Gate) -> str:
+    if g.kind == "CNOT":
+        return "perm"
+    if g.kind in ("RZ", "ZZ"):
+        return "diag"
+    if g.kind == "RY":
+        return "rot"
+    raise ValueError(f"the fused simulator has no rule for {g.kind} after an entangling gate")
+
+
+class FusedCircuit:
+    """Compiled simulator for one circuit spec. ``forward`` → ⟨Z_q⟩, ``backward`` → gradients."""
+
+    def __init__(self, spec: CircuitSpec, group: int = 4, dtype=np.complex128):
+        self.spec = spec
+        self.complex = np.dtype(dtype)
+        self.real = np.dtype(np.float32 if self.complex == np.complex64 else np.float64)
+        self._ws: dict = {}
+        n = self.n = spec.n_qubits
+        self.dim = 2**n
+        table = bits(n)
+        self.z_signs = (1 - 2 * table).astype(np.float64)  # (2^n, n): eigenvalue of Z_q
+        prefix, rest = self._split_prefix(spec)
+        self.prefix = prefix
+        self.blocks = self._compile(rest, table)
+        # tail: drop diagonal blocks and fold permutations into the readout
+        read_idx = np.arange(self.dim)
+        while self.blocks and self.blocks[-1].kind in ("diag", "perm"):
+            b = self.blocks.pop()
+            if b.kind == "perm":
+                read_idx = b.perm[read_idx]  # psi_final[x] = psi[b.perm[...read_idx[x]]]
+        inv = np.argsort(read_idx)
+        self.readout = np.ascontiguousarray(self.z_signs[inv])
+        self.readout2 = np.repeat(self.readout, 2, axis=0).astype(self.real)  # for the interleaved re/im view
+        self.groups = [(lo, min(group, n - lo)) for lo in range(0, n, group)]
+        self._jhat = {lo: self._generator_matrices(g) for lo, g in self.groups}
+
+    # ------------------------------------------------------------ compile
+
+    @staticmethod
+    def _split_prefix(spec: CircuitSpec) -> tuple[list[PrefixStage], list[Gate]]:
+        n = spec.n_qubits
+        entangled: set[int] = set()
+        per_qubit: list[list[Gate]] = [[] for _ in range(n)]
+        rest: list[Gate] = []
+        for g in spec.ansatz:
+            if len(g.qubits) == 1 and g.qubits[0] not in entangled:
+                per_qubit[g.qubits[0]].append(g)
+            else:
+                entangled.update(g.qubits)
+                rest.append(g)
+        stages: list[PrefixStage] = []
+        for pos in range(max((len(p) for p in per_qubit), default=0)):
+            for kind in ("RX", "RY", "RZ"):
+                params = np.full(n, -1)
+                for q in range(n):
+                    if len(per_qubit[q]) > pos and per_qubit[q][pos].kind == kind:
+                        params[q] = per_qubit[q][pos].param
+                if (params >= 0).any():
+                    stages.append(PrefixStage(kind, params))
+        return stages, rest
+
+    def _compile(self, gates: list[Gate], table: np.ndarray) -> list[Block]:
+        blocks: list[Block] = []
+        for g in gates:
+            kind = _gate_kind(g)
+            target = None
+            if kind == "perm":
+                if blocks and blocks[-1].kind == "perm":
+                    target = blocks[-1]
+            else:
+                j = len(blocks) - 1
+                while j >= 0 and _commutes(blocks[j], g):
+                    j -= 1
+                target = next((b for b in blocks[j + 1:] if b.kind == kind), None)
+            if target is None:
+                target = Block(kind)
+                blocks.append(target)
+            target.gates.append(g)
+            target.qubits.update(g.qubits)
+        for b in blocks:
+            if b.kind == "diag":
+                cols = []
+                for g in b.gates:
+                    s = 1 - 2 * table[:, g.qubits[0]]
+                    if g.kind == "ZZ":
+                        s = s * (1 - 2 * table[:, g.qubits[1]])
+                    cols.append(s)
+                b.signs = np.stack(cols, axis=1).astype(np.float64)
+                b.params = np.array([g.param for g in b.gates])
+            elif b.kind == "rot":
+                b.rot_params = {}
+                for g in b.gates:
+                    b.rot_params.setdefault(g.qubits[0], []).append(g.param)
+            else:
+                base = np.arange(self.dim)
+                idx = base
+                for g in b.gates:  # psi'[x] = psi[x ^ (bit_c(x) << t)], composed in order
+                    c, t = g.qubits
+                    idx = idx[base ^ (((base >> c) & 1) << t)]
+                b.perm = idx
+                b.inv = np.argsort(idx)
+        return blocks
+
+    @staticmethod
+    def _generator_matrices(g: int) -> np.ndarray:
+        """(g, 2^g, 2^g): J acting on each local qubit of a group (for RY gradients)."""
+        out = np.zeros((g, 2**g, 2**g))
+        for j in range(g):
+            out[j] = np.kron(np.kron(np.eye(2 ** (g - 1 - j)), J), np.eye(2**j))
+        return out
+
+    # ------------------------------------------------------------ pieces
+
+    def _rot_matrices(self, block: Block, theta: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
+        """Per qubit group touched by the block: (lo, g, real 2^g × 2^g tensor product of RYs)."""
+        out = []
+        for lo, g in self.groups:
+            if not any(q in block.rot_params for q in range(lo, lo + g)):
+                continue
+            m = np.ones((1, 1))
+            for q in range(lo + g - 1, lo - 1, -1):
+                r = ry(theta[block.rot_params[q]].sum()) if q in block.rot_params else np.eye(2)
+                m = np.kron(m, r)
+            out.append((lo, g, m.astype(self.real)))
+        return out
+
+    def _apply_group(self, src: np.ndarray, dst: np.ndarray, lo: int, g: int, m: np.ndarray) -> None:
+        """dst = (m on qubits lo..lo+g-1) src, using the real view (re/im interleaved on the last axis)."""
+        a, b = src.view(self.real), dst.view(self.real)
+        if lo == 0:  # the re/im pair sits inside the group's index: act with m ⊗ I2
+            np.matmul(a.reshape(-1, 2 ** (g + 1)), np.kron(m, np.eye(2, dtype=self.real)).T,
+                      out=b.reshape(-1, 2 ** (g + 1)))
+        else:
+            np.matmul(m, a.reshape(-1, 2**g, 2 ** (lo + 1)), out=b.reshape(-1, 2**g, 2 ** (lo + 1)))
+
+    def _correlation(self, lam: np.ndarray, psi: np.ndarray, lo: int, g: int) -> np.ndarray:
+        """Re Σ over rows and other qubits of conj(λ)[.., x, ..]·ψ[.., x', ..] for the group's index x."""
+        a, b = lam.view(self.real), psi.view(self.real)
+        if lo == 0:
+            f = a.reshape(-1, 2 ** (g + 1)).T @ b.reshape(-1, 2 ** (g + 1))
+            return np.einsum("akbk->ab", f.reshape(2**g, 2, 2**g, 2))
+        a3, b3 = a.reshape(-1, 2**g, 2 ** (lo + 1)), b.reshape(-1, 2**g, 2 ** (lo + 1))
+        return np.matmul(a3, b3.transpose(0, 2, 1)).sum(axis=0)
+
+    def _workspace(self, batch: int, grad: bool) -> dict:
+        """Preallocated arrays per batch size: fresh large arrays cost page faults on every step."""
+        key = (batch, grad)
+        ws = self._ws.get(key)
+        if ws is None:
+            shape = (batch, self.dim)
+            n_states = len(self.blocks) + 1 if grad else 2
+            ws = {
+                "partial": [np.empty((batch, 2 ** (k + 1)), self.complex) for k in range(self.n)],
+                "states": [np.empty(shape, self.complex) for _ in range(n_states)],
+                "tmp": [np.empty(shape, self.complex) for _ in range(3)],
+                "probs": np.empty((batch, 2 * self.dim), self.real),
+            }
+            ws["states"][0] = ws["partial"][-1]
+            self._ws[key] = ws
+        return ws
+
+    def _rot(self, src, dst, mats, tmp) -> None:
+        """Apply the groups of one rot block src → dst through temporaries (matmul cannot work in place)."""
+        cur = src
+        for k, (lo, g, m) in enumerate(mats):
+            out = dst if k == len(mats) - 1 else tmp[k % 2]
+            self._apply_group(cur, out, lo, g, m)
+            cur = out
+        if not mats:
+            np.copyto(dst, src)
+
+    # ------------------------------------------------------------ forward / backward
+
+    def prefix_vectors(self, z: np.ndarray, theta: np.ndarray) -> list[np.ndarray]:
+        """Per-qubit 2-vectors after the encoding and each prefix stage: list of (B, n, 2) complex."""
+        c, s = np.cos(z / 2), np.sin(z / 2)
+        v = np.stack([c + 0j, -1j * s], axis=-1)
+        out = [v]
+        for st in self.prefix:
+            angles = np.where(st.params >= 0, theta[np.maximum(st.params, 0)], 0.0)
+            v = np.einsum("qij,bqj->bqi", rotation(st.kind, angles), v)
+            out.append(v)
+        return out
+
+    def forward(self, z: np.ndarray, theta: np.ndarray, grad: bool = True):
+        """⟨Z_q⟩ for each example: (B, n). With ``grad`` also the tape for ``backward``.
+
+        The tape points into a workspace reused by the next ``forward`` of the same batch size.
+        """
+        z = np.asarray(z, dtype=np.float64)
+        theta = np.asarray(theta, dtype=np.float64)
+        B = len(z)
+        ws = self._workspace(B, grad)
+        vs = self.prefix_vectors(z, theta)
+        v = vs[-1].astype(self.complex)
+        partial = ws["partial"]
+        partial[0][:] = v[:, self.n - 1, :]
+        for k, q in enumerate(range(self.n - 2, -1, -1), start=1):
+            np.multiply(partial[k - 1][:, :, None], v[:, q, None, :], out=partial[k].reshape(B, -1, 2))
+        states, tmp = ws["states"], ws["tmp"]
+        mats = []
+        for i, b in enumerate(self.blocks):
+            src = states[i] if grad else states[i % 2] if i else partial[-1]
+            dst = states[i + 1] if grad else states[(i + 1) % 2]
+            if b.kind == "diag":
+                phase = np.exp(-0.5j * (b.signs @ theta[b.params])).astype(self.complex)
+                mats.append(phase)
+                np.multiply(src, phase, out=dst)
+            elif b.kind == "rot":
+                ms = self._rot_matrices(b, theta)
+                mats.append(ms)
+                self._rot(src, dst, ms, tmp)
+            else:
+                mats.append(None)
+                np.take(src, b.perm, axis=1, out=dst)
+        x = (states[len(self.blocks)] if grad else states[len(self.blocks) % 2]) if self.blocks else partial[-1]
+        xv = x.view(self.real)
+        probs = np.multiply(xv, xv, out=ws["probs"])
+        e = (probs @ self.readout2).astype(np.float64)
+        if not grad:
+            return e
+        return e, (vs, mats, theta, ws)
+
+    def backward(self, tape, grad_e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Gradients of Σ grad_e·⟨Z⟩ with respect to the encoding angles (B, n) and θ (P,)."""
+        vs, mats, theta, ws = tape
+        B = len(grad_e)
+        states, tmp = ws["states"], ws["tmp"]
+        gtheta = np.zeros(self.spec.n_params)
+        x = states[len(self.blocks)]
+        gp = (grad_e @ self.readout.T).astype(self.real)  # (B, 2^n): ∂L/∂|ψ_x|²
+        lam, spare = tmp[0], tmp[1]
+        np.multiply(x, 2 * gp, out=lam)
+        for i in range(len(self.blocks) - 1, -1, -1):
+            b, psi = self.blocks[i], states[i + 1]
+            if b.kind == "diag":
+                phase = mats[i]
+                np.conjugate(lam, out=spare)
+                np.multiply(spare, psi, out=spare)
+                w = spare.imag.sum(axis=0)
+                np.add.at(gtheta, b.params, 0.5 * (b.signs.T @ w))
+                np.multiply(lam, phase.conj(), out=lam)
+            elif b.kind == "rot":
+                for lo, g, m in mats[i]:  # all correlations at the block's output, then pull λ back
+                    corr = self._correlation(lam, psi, lo, g)
+                    gq = self._jhat[lo].reshape(g, -1) @ corr.reshape(-1)
+                    for j in range(g):
+                        if lo + j in b.rot_params:
+                            np.add.at(gtheta, b.rot_params[lo + j], gq[j])
+                self._rot(lam, spare, [(lo, g, m.T) for lo, g, m in reversed(mats[i])], [tmp[2], tmp[2]])
+                lam, spare = spare, lam
+            else:
+                np.take(lam, b.inv, axis=1, out=spare)
+                lam, spare = spare, lam
+        # back through the Kronecker product: ψ_k[x, j] = ψ_{k-1}[x]·v_q[j]
+        v = vs[-1].astype(self.complex)
+        partial = ws["partial"]
+        lv = np.empty((B, self.n, 2), dtype=np.complex128)
+        bufs = [lam, spare, tmp[2]]  # three buffers in rotation: current λ, next λ, conj(ψ_{k-1})
+        lc, c = lam, 0
+        for k in range(self.n - 1, 0, -1):
+            q = self.n - 1 - k
+            size = 2**k
+            gmat = lc.reshape(B, -1, 2)
+            conj_old = np.conjugate(partial[k - 1], out=bufs[(c + 2) % 3].reshape(-1)[: B * size].reshape(B, size))
+            lv[:, q] = np.matmul(conj_old[:, None, :], gmat)[:, 0, :]
+            c = (c + 1) % 3
+            out = bufs[c].reshape(-1)[: B * size].reshape(B, size, 1)
+            lc = np.matmul(gmat, v[:, q, :, None].conj(), out=out)[:, :, 0]
+        lv[:, self.n - 1] = lc
+        # back through the prefix stages
+        for st, v_after in zip(reversed(self.prefix), reversed(vs[1:])):
+            sv = np.einsum("ij,bqj->bqi", PAULI[st.kind], v_after)
+            gq = 0.5 * np.imag(np.conj(lv) * sv).sum(axis=(0, 2))
+            mask = st.params >= 0
+            np.add.at(gtheta, st.params[mask], gq[mask])
+            angles = np.where(mask, theta[np.maximum(st.params, 0)], 0.0)
+            lv = np.einsum("qji,bqj->bqi", rotation(st.kind, angles).conj(), lv)
+        # encoding RX(z): v = [cos z/2, -i sin z/2], dv/dz = -i/2·X·v
+        gz = 0.5 * np.imag(np.conj(lv) * vs[0][..., ::-1]).sum(axis=2)
+        return gz, gtheta

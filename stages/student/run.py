@@ -1,0 +1,178 @@
+"""One student run from one teacher cache: train every seed, publish ``cache/student/<key>/`` whole.
+
+Run directory: ``manifest.json`` (written last), ``metrics.json``, ``weights-seed<S>.npz``
+per seed, and for quantum students ``circuit.svg`` and ``circuit.qasm`` (best seed's angles).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import paths
+from pipeline.cache import read_manifest, read_teacher_cache
+from pipeline.config import StudentConfig
+from pipeline.console import progress
+from pipeline.errors import QdllmError
+from pipeline.plan import student_key, student_path
+from pipeline.publish import MANIFEST, is_complete, key_lock, publish_dir, write_json
+from stages.student.metrics import mean_std
+from stages.student.model import FlatModel, QuantumStudent, build_model
+from stages.student.train import Split, train_seed
+
+log = logging.getLogger(__name__)
+WEIGHTS = "weights-seed{seed}.npz"
+
+
+def missing_cache_error(key: str) -> QdllmError:
+    return QdllmError(f"No teacher cache {key} under {paths.cache_dir() / 'teacher'}; build one with "
+                      "`make teacher TASK=...` or fetch it with `make pull REMOTE=...` (or pass --remote).")
+
+
+def teacher_caches(task: str | None = None, teacher_key: str | None = None, remote: str | None = None) -> list[Path]:
+    """Complete teacher caches to train from: one key, those of a task, or all present."""
+    root = paths.cache_dir() / "teacher"
+    if teacher_key:
+        path = root / teacher_key
+        if not is_complete(path) and remote:
+            from pipeline import remote as remote_mod  # written by the sharing stage; imported only when asked
+
+            remote_mod.pull("teacher", teacher_key, remote)
+        if not is_complete(path):
+            raise missing_cache_error(teacher_key)
+        return [path]
+    found = sorted(p for p in root.glob("*") if p.is_dir() and not p.name.startswith(".") and is_complete(p))
+    if task:
+        found = [p for p in found if read_manifest(p).get("task") == task]
+    if not found:
+        what = f"for task {task!r} " if task else ""
+        raise QdllmError(f"No teacher cache {what}under {root}; build one with `make teacher TASK={task or '...'}` "
+                         "or fetch one with `make pull REMOTE=...`.")
+    return found
+
+
+def load_splits(cache) -> dict[str, Split]:
+    return {name: Split(s.embeddings.astype(np.float64), s.labels, s.logits.astype(np.float64))
+            for name, s in cache.splits.items()}
+
+
+def check_compatible(model: FlatModel, cache) -> None:
+    if cache.embedding_dim != model.dim or cache.num_classes != model.num_classes:
+        raise QdllmError(
+            f"The teacher cache {cache.path} has embedding dim {cache.embedding_dim} and {cache.num_classes} classes, "
+            f"but this student expects {model.dim} and {model.num_classes}; use a run trained on that cache."
+        )
+
+
+def _summary(seeds: list[dict], trainable: int) -> dict:
+    out = {split: {m: mean_std(s[split][m] for s in seeds) for m in ("accuracy", "precision", "recall", "f1")}
+           for split in ("test", "val")}
+    out["train_seconds_per_epoch"] = mean_std(s["train_seconds_per_epoch"] for s in seeds)
+    out["inference_us_per_example"] = mean_std(s["inference_us_per_example"] for s in seeds)
+    acc = out["test"]["accuracy"]["mean"]
+    out["acc_per_param"] = acc / trainable
+    t_kd = float(np.mean([s["train_seconds_total"] for s in seeds]))
+    out["acc_per_tkd"] = acc / t_kd if t_kd > 0 else 0.0
+    return out
+
+
+def _teacher_info(manifest: dict) -> dict:
+    metrics = manifest.get("teacher_metrics") or {}
+    inputs = manifest.get("inputs") or {}
+    info = {"val": metrics.get("val"), "test": metrics.get("test"), "model": inputs.get("model"),
+            "embedder": inputs.get("embedder"),
+            "lora_trainable_params": manifest.get("lora_trainable_params", metrics.get("lora_trainable_params"))}
+    return {k: v for k, v in info.items() if v is not None}
+
+
+def run_student(teacher_dir: Path, cfg: StudentConfig, verify_hashes: bool = True) -> tuple[Path, bool]:
+    """Train and publish one run; returns (run directory, whether it was trained now)."""
+    manifest = read_manifest(teacher_dir)
+    tkey = Path(teacher_dir).name
+    skey = student_key(tkey, cfg)
+    final = student_path(skey)
+    if is_complete(final):
+        return final, False
+    with key_lock(final):
+        if is_complete(final):
+            return final, False
+        cache = read_teacher_cache(teacher_dir, verify_hashes=verify_hashes)
+        splits = load_splits(cache)
+        model = build_model(cfg, cache.embedding_dim, cache.num_classes)
+        check_compatible(model, cache)
+        if len(splits["train"].y) == 0 or len(splits["val"].y) == 0:
+            raise QdllmError(f"The teacher cache {teacher_dir} has an empty train or val split; rebuild it with more data.")
+        label = f"{cfg.model}" + (f" {cfg.variant} n={cfg.n_qubits} L={cfg.n_layers}" if cfg.model == "quantum" else "")
+        log.info("student %s (%s, loss %s) on %s [%s]", skey, label, cfg.loss, tkey, manifest.get("task"))
+        results = []
+        with progress() as bar:
+            for seed in cfg.seeds:
+                results.append(train_seed(model, splits, cfg, seed, bar))
+        seeds = [{"seed": r.seed, "best_epoch": r.best_epoch, "val": r.val, "test": r.test,
+                  "train_seconds_per_epoch": r.train_seconds_per_epoch, "train_seconds_total": r.train_seconds_total,
+                  "inference_us_per_example": r.inference_us_per_example, "curves": r.curves} for r in results]
+        config = {**asdict(cfg), "seeds": list(cfg.seeds)}
+        if isinstance(model, QuantumStudent):
+            config["circuit_params"] = model.spec.n_params
+        elif hasattr(model, "hidden"):
+            config["hidden"] = model.hidden
+        metrics = {"task": manifest.get("task"), "teacher_key": tkey, "model": cfg.model, "config": config,
+                   "class_names": cache.class_names, "trainable_params": model.size,
+                   "teacher": _teacher_info(manifest), "seeds": seeds, "summary": _summary(seeds, model.size)}
+        with publish_dir(final) as pub:
+            for r in results:
+                np.savez(pub.path / WEIGHTS.format(seed=r.seed), weights=r.weights.astype(np.float64))
+            write_json(pub.path / "metrics.json", metrics)
+            if isinstance(model, QuantumStudent):
+                from stages.student.circuit import to_qasm, write_svg
+
+                best = max(results, key=lambda r: r.val.get("accuracy", 0.0))
+                theta = model.unpack(best.weights)["theta"]
+                (pub.path / "circuit.qasm").write_text(to_qasm(model.spec, theta), encoding="utf-8")
+                write_svg(model.spec, pub.path / "circuit.svg")
+            pub.manifest = {"kind": "student-run", "key": skey.full, "inputs": skey.inputs, "teacher_key": tkey,
+                            "task": manifest.get("task"), "class_names": cache.class_names, "config": config,
+                            "embedding_dim": cache.embedding_dim,
+                            "embedder": (manifest.get("inputs") or {}).get("embedder"),
+                            "embedder_name": ((manifest.get("inputs") or {}).get("config") or {}).get("embedder"),
+                            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        s = metrics["summary"]["test"]["accuracy"]
+        log.info("test accuracy %.4f ± %.4f → %s", s["mean"], s["std"], final)
+        return final, True
+
+
+def load_run(run: str | Path):
+    """(manifest, model, weights of the best-validation seed) of a published run."""
+    path = Path(run)
+    if not path.is_dir():
+        path = student_path(str(run))
+    if not is_complete(path):
+        raise QdllmError(f"No complete student run at {path}; train one with `make student` or check the key.")
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise QdllmError(f"{path} has an unreadable manifest.json or metrics.json; retrain the run.") from None
+    cfg = StudentConfig(**{**{k: v for k, v in manifest["config"].items() if k in StudentConfig.__dataclass_fields__},
+                           "seeds": tuple(manifest["config"]["seeds"])})
+    model = build_model(cfg, int(manifest["embedding_dim"]), len(manifest["class_names"]))
+    best = max(metrics["seeds"], key=lambda s: s["val"].get("accuracy", 0.0))
+    return manifest, model, load_weights(path / WEIGHTS.format(seed=best["seed"]), model)
+
+
+def load_weights(path: Path, model: FlatModel) -> np.ndarray:
+    """Weights of one seed, checked against the model's size; a clear error if corrupt."""
+    try:
+        with np.load(path) as f:
+            w = np.asarray(f["weights"], dtype=np.float64)
+    except Exception:
+        raise QdllmError(f"The checkpoint {path} is missing or corrupt; retrain the run (delete its directory).") from None
+    if w.shape != (model.size,) or not np.isfinite(w).all():
+        raise QdllmError(f"The checkpoint {path} holds {w.shape} values but the model needs {model.size} finite ones; "
+                         "retrain the run (delete its directory).")
+    return w

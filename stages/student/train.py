@@ -1,0 +1,106 @@
+"""The one training loop (quantum and classical students alike): Adam on mini-batches, the epoch
+with the best validation accuracy (ties: lower validation loss) is kept; test is only evaluated
+for that checkpoint."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from stages.student.losses import distill_loss
+from stages.student.metrics import classification_metrics
+from stages.student.model import AdamParameters, FlatModel
+
+INFERENCE_CHUNK = 64
+
+
+@dataclass
+class Split:
+    x: np.ndarray
+    y: np.ndarray
+    teacher_logits: np.ndarray
+
+
+@dataclass
+class SeedResult:
+    seed: int
+    best_epoch: int
+    weights: np.ndarray
+    val: dict
+    test: dict
+    train_seconds_per_epoch: float
+    train_seconds_total: float
+    inference_us_per_example: float
+    curves: dict = field(default_factory=dict)
+
+
+def predict_logits(model: FlatModel, flat: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Inference in chunks (no gradients, workspaces stay cache-sized)."""
+    out = [model.forward(flat, x[i:i + INFERENCE_CHUNK], grad=False) for i in range(0, len(x), INFERENCE_CHUNK)]
+    return np.concatenate(out) if out else np.zeros((0, model.num_classes))
+
+
+def evaluate(model, flat, split: Split, cfg) -> tuple[float, dict]:
+    logits = predict_logits(model, flat, split.x)
+    loss, _ = distill_loss(logits, split.y, split.teacher_logits, cfg.loss, cfg.alpha, cfg.temperature)
+    return loss, classification_metrics(split.y, logits.argmax(1), model.num_classes)
+
+
+def train_epoch(model, opt: AdamParameters, flat, data: Split, cfg, rng, on_batch=None):
+    """One pass over shuffled mini-batches; returns new weights, mean loss, accuracy."""
+    order = rng.permutation(len(data.y))
+    losses, correct = [], 0
+    for start in range(0, len(order), cfg.batch_size):
+        idx = order[start:start + cfg.batch_size]
+        logits, cache = model.forward(flat, data.x[idx])
+        loss, g = distill_loss(logits, data.y[idx], data.teacher_logits[idx], cfg.loss, cfg.alpha, cfg.temperature)
+        flat = opt.step(model.backward(cache, g))
+        losses.append(loss * len(idx))
+        correct += int((logits.argmax(1) == data.y[idx]).sum())
+        if on_batch:
+            on_batch(len(idx))
+    return flat, float(np.sum(losses) / len(order)), correct / len(order)
+
+
+def train_seed(model: FlatModel, splits: dict[str, Split], cfg, seed: int, progress=None) -> SeedResult:
+    """Fresh initialisation from ``seed``, ``cfg.epochs`` epochs, checkpoint chosen on validation."""
+    rng = np.random.default_rng(seed)
+    flat = model.init(rng)
+    opt = AdamParameters(flat, cfg.lr)
+    flat = opt.value()
+    curves = {"epoch": [], "train_loss": [], "val_loss": [], "train_accuracy": [], "val_accuracy": []}
+    best = (-1.0, np.inf)
+    best_flat, best_epoch, best_val = flat, 0, None
+    seconds = []
+    task = progress.add_task(f"seed {seed}", total=cfg.epochs) if progress else None
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        flat, train_loss, train_acc = train_epoch(model, opt, flat, splits["train"], cfg, rng)
+        seconds.append(time.perf_counter() - t0)
+        val_loss, val = evaluate(model, flat, splits["val"], cfg)
+        for k, v in (("epoch", epoch), ("train_loss", train_loss), ("val_loss", val_loss),
+                     ("train_accuracy", train_acc), ("val_accuracy", val["accuracy"])):
+            curves[k].append(v)
+        if (val["accuracy"], -val_loss) > (best[0], -best[1]):
+            best, best_flat, best_epoch, best_val = (val["accuracy"], val_loss), flat.copy(), epoch, val
+        if progress:
+            progress.update(task, advance=1, description=f"seed {seed} loss {train_loss:.3f} acc {train_acc:.3f} "
+                                                          f"val {val['accuracy']:.3f}")
+    _, test = evaluate(model, best_flat, splits["test"], cfg)
+    val_metrics = {k: v for k, v in best_val.items() if k != "confusion"} if best_val else {}
+    return SeedResult(seed, best_epoch, best_flat, val_metrics, test, float(np.mean(seconds)), float(np.sum(seconds)),
+                      inference_us(model, best_flat, splits["test"].x), curves)
+
+
+def inference_us(model, flat, x: np.ndarray, min_examples: int = 2048) -> float:
+    """Microseconds per example of chunked inference (repeats the data up to ``min_examples``)."""
+    if len(x) == 0:
+        return 0.0
+    reps = max(1, -(-min_examples // len(x)))
+    xx = np.concatenate([x] * reps)
+    predict_logits(model, flat, xx[:INFERENCE_CHUNK])  # warm the workspace
+    t0 = time.perf_counter()
+    predict_logits(model, flat, xx)
+    return (time.perf_counter() - t0) / len(xx) * 1e6
