@@ -75,7 +75,7 @@ class QuantumStudent(FlatModel):
         return self.pack({
             "enc_w": self.dense_init(rng, self.dim, (self.dim, n)),
             "enc_b": self.dense_init(rng, self.dim, (n,)),
-            "theta": rng.uniform(0, 2 * np.pi, self.spec.n_params),
+            "theta": rng.normal(0.0, 0.1, self.spec.n_params),  # near identity: trains far better than uniform
             "head_w": self.dense_init(rng, n, (n, self.num_classes)),
             "head_b": self.dense_init(rng, n, (self.num_classes,)),
         })

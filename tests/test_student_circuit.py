@@ -1,0 +1,74 @@
+"""The student circuit: pinned parameter counts, and the fused simulator equals MindQuantum."""
+
+import numpy as np
+import pytest
+
+from stages.student.circuit import build_circuit, to_qasm
+from stages.student.fused import FusedCircuit
+
+
+@pytest.mark.parametrize("variant,n,L,expected", [
+    ("paper", 11, 2, 64), ("paper", 11, 1, 32), ("paper", 4, 2, 22), ("paper", 8, 4, 92),
+    ("reference", 11, 2, 144), ("reference", 11, 1, 72), ("reference", 4, 2, 46), ("reference", 8, 1, 51),
+    ("u3", 11, 2, 66), ("u3", 4, 1, 12), ("u3", 8, 4, 96),
+])
+def test_parameter_counts(variant, n, L, expected):
+    assert build_circuit(variant, n, L).n_params == expected
+
+
+def test_reference_layer_gate_order():
+    spec = build_circuit("reference", 11, 1)
+    ans = spec.ansatz
+    assert [(g.kind, g.qubits) for g in ans[:5]] == [("RY", (0,)), ("RY", (0,)), ("RY", (0,)), ("ZZ", (1, 2)), ("RY", (1,))]
+    cnots = [g.qubits for g in ans if g.kind == "CNOT"]  # (control, target)
+    assert cnots[0] == (10, 0) and cnots[1:3] == [(1, 2), (1, 0)] and len(cnots) == 17
+    assert not any(g.kind == "RY" and g.qubits == (10,) for g in ans)
+
+
+def _mindquantum(spec, z, theta):
+    from mindquantum.simulator import Simulator
+
+    from stages.student.circuit import observables, to_mindquantum
+
+    circ = to_mindquantum(spec)
+    ops = Simulator("mqvector", spec.n_qubits).get_expectation_with_grad(observables(spec.n_qubits), circ)
+    zi = [int(s[1:]) for s in circ.encoder_params_name]
+    ai = [int(s[5:]) for s in circ.ansatz_params_name]
+    f, ge, ga = ops(z[:, zi], theta[ai])
+    g_enc = np.zeros((len(z), spec.n_qubits, spec.n_qubits))
+    g_enc[:, :, zi] = ge.real
+    g_ans = np.zeros((len(z), spec.n_qubits, spec.n_params))
+    g_ans[:, :, ai] = ga.real
+    return f.real, g_enc, g_ans
+
+
+@pytest.mark.parametrize("variant", ["paper", "reference", "u3"])
+@pytest.mark.parametrize("n,L", [(3, 1), (5, 2), (6, 3), (11, 2)])
+def test_fused_equals_mindquantum(variant, n, L):
+    spec = build_circuit(variant, n, L)
+    rng = np.random.default_rng(n * 10 + L)
+    z, theta = rng.uniform(-3, 3, (3, n)), rng.uniform(-3, 3, spec.n_params)
+    f, g_enc, g_ans = _mindquantum(spec, z, theta)
+    for dtype, tol in ((np.complex128, 1e-9), (np.complex64, 1e-4)):
+        sim = FusedCircuit(spec, dtype=dtype)
+        e, tape = sim.forward(z, theta)
+        w = rng.normal(size=e.shape)
+        gz, gtheta = sim.backward(tape, w)
+        assert np.abs(e - f).max() < tol
+        assert np.abs(gz - np.einsum("bh,bhe->be", w, g_enc)).max() < tol
+        assert np.abs(gtheta - np.einsum("bh,bhp->p", w, g_ans)).max() < tol
+        assert np.abs(sim.forward(z, theta, grad=False) - f).max() < tol  # inference path
+
+
+def test_qasm_lists_every_gate():
+    spec = build_circuit("paper", 4, 2)
+    text = to_qasm(spec, np.arange(spec.n_params, dtype=float))
+    assert text.startswith("OPENQASM 2.0;")
+    assert text.count("rx(z") == 4 and text.count("ry(") == 8 and text.count("rzz(") == 6 and text.count("cx ") == 6
+
+
+def test_svg(tmp_path):
+    from stages.student.circuit import write_svg
+
+    write_svg(build_circuit("paper", 3, 1), tmp_path / "c.svg")
+    assert (tmp_path / "c.svg").read_text().lstrip().startswith("<")

@@ -1,0 +1,157 @@
+"""Student training: losses and gradients, metrics, the run directory, CLI behaviour and errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import run_cli, write_synthetic_cache
+from pipeline.config import StudentConfig
+from pipeline.errors import QdllmError
+from stages.student.losses import distill_loss
+from stages.student.metrics import classification_metrics
+from stages.student.model import MLP, QuantumStudent, build_model
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _numeric_grad(f, x, eps=1e-6):
+    g = np.zeros_like(x)
+    for i in range(x.size):
+        d = np.zeros_like(x)
+        d.flat[i] = eps
+        g.flat[i] = (f(x + d) - f(x - d)) / (2 * eps)
+    return g
+
+
+@pytest.mark.parametrize("loss", ["ce", "kl", "js", "kl+js+ce"])
+@pytest.mark.parametrize("T", [1.0, 2.0])
+def test_loss_gradients(loss, T):
+    rng = np.random.default_rng(0)
+    logits, teacher = rng.normal(size=(5, 3)), rng.normal(size=(5, 3)) * 3
+    labels = rng.integers(0, 3, 5)
+    _, g = distill_loss(logits, labels, teacher, loss, 0.9, T)
+    num = _numeric_grad(lambda z: distill_loss(z, labels, teacher, loss, 0.9, T)[0], logits)
+    assert np.allclose(g, num, atol=1e-6)
+
+
+def test_loss_values():
+    logits = np.array([[2.0, 0.0]])
+    ce, _ = distill_loss(logits, np.array([0]), logits, "ce")
+    assert ce == pytest.approx(np.log1p(np.exp(-2.0)))
+    assert distill_loss(logits, np.array([0]), logits, "kl")[0] == pytest.approx(0.0, abs=1e-12)
+    assert distill_loss(logits, np.array([0]), logits, "js")[0] == pytest.approx(0.0, abs=1e-12)
+    total, _ = distill_loss(logits, np.array([0]), logits, "kl+js+ce", alpha=0.9)
+    assert total == pytest.approx(0.1 * ce)
+
+
+@pytest.mark.parametrize("model", ["quantum", "logreg", "mlp"])
+def test_model_gradients(model):
+    cfg = StudentConfig(model=model, n_qubits=3, n_layers=2, variant="reference" if model == "quantum" else "paper")
+    m = build_model(cfg, 5, 3)
+    rng = np.random.default_rng(1)
+    flat, x = m.init(rng), rng.normal(size=(4, 5))
+    w = rng.normal(size=(4, 3))
+    _, cache = m.forward(flat, x)
+    g = m.backward(cache, w)
+    num = _numeric_grad(lambda f: float((m.forward(f, x, grad=False) * w).sum()), flat)
+    assert np.allclose(g, num, atol=1e-5)
+
+
+def test_mlp_matches_quantum_parameter_count():
+    for dim, classes in ((384, 2), (768, 4), (16, 2)):
+        q = QuantumStudent(dim, classes).size
+        mlp = build_model(StudentConfig(model="mlp"), dim, classes)
+        assert isinstance(mlp, MLP) and abs(mlp.size - q) / q <= 0.05
+    assert QuantumStudent(384, 2).size == 384 * 11 + 11 + 64 + 11 * 2 + 2
+
+
+def test_metrics_binary_and_macro():
+    m = classification_metrics(np.array([1, 1, 0, 0]), np.array([1, 0, 0, 1]), 2)
+    assert m["accuracy"] == 0.5 and m["precision"] == 0.5 and m["recall"] == 0.5 and m["confusion"] == [[1, 1], [1, 1]]
+    m = classification_metrics(np.array([0, 1, 2, 2]), np.array([0, 1, 2, 0]), 3)
+    assert m["recall"] == pytest.approx((1 + 1 + 0.5) / 3)
+    assert m["precision"] == pytest.approx((0.5 + 1 + 1) / 3)
+
+
+def test_student_modules_import_no_torch():
+    modules = sorted(f"stages.student.{p.stem}" for p in (ROOT / "stages" / "student").glob("*.py") if p.stem != "__init__")
+    code = "import sys\n" + "".join(f"import {m}\n" for m in modules) + "print(' '.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    loaded = {m.split(".")[0] for m in out.split()}
+    assert not loaded & {"torch", "transformers", "peft"}, loaded & {"torch", "transformers", "peft"}
+
+
+FAST = ["--qubits", "4", "--epochs", "2", "--seeds", "0,1"]
+
+
+def test_cli_trains_publishes_and_skips(isolated_dirs):
+    write_synthetic_cache(isolated_dirs / "cache" / "teacher" / "t1", n=80, dim=12, task="thematic")
+    r = run_cli("student", "--task", "thematic", "--with-classical", *FAST)
+    assert r.returncode == 0, r.stderr
+    runs = sorted(p for p in (isolated_dirs / "cache" / "student").iterdir() if not p.name.startswith("."))
+    assert len(runs) == 3
+    kinds = set()
+    for run in runs:
+        manifest = json.loads((run / "manifest.json").read_text())
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert manifest["kind"] == "student-run" and len(manifest["key"]) == 64 and manifest["teacher_key"] == "t1"
+        assert metrics["task"] == "thematic" and metrics["class_names"] == ["class0", "class1"]
+        assert [s["seed"] for s in metrics["seeds"]] == [0, 1]
+        seed = metrics["seeds"][0]
+        assert set(seed["curves"]) == {"epoch", "train_loss", "val_loss", "train_accuracy", "val_accuracy"}
+        assert len(seed["curves"]["epoch"]) == 2 and 1 <= seed["best_epoch"] <= 2
+        assert set(seed["test"]) == {"accuracy", "precision", "recall", "f1", "confusion"}
+        assert seed["test"]["accuracy"] > 0.5 or metrics["model"] == "quantum"
+        summary = metrics["summary"]
+        assert set(summary["test"]["f1"]) == {"mean", "std"}
+        assert summary["acc_per_param"] == pytest.approx(summary["test"]["accuracy"]["mean"] / metrics["trainable_params"])
+        assert metrics["teacher"]["test"] == {"accuracy": 1.0}
+        assert (run / "weights-seed0.npz").is_file() and (run / "weights-seed1.npz").is_file()
+        kinds.add(metrics["model"])
+        assert (run / "circuit.qasm").is_file() == (metrics["model"] == "quantum")
+    assert kinds == {"quantum", "logreg", "mlp"}
+    again = run_cli("student", "--task", "thematic", "--with-classical", *FAST)
+    assert again.returncode == 0 and "0 student run(s) trained, 3 already complete" in again.stderr.replace("\n", " ")
+    assert sorted(p for p in (isolated_dirs / "cache" / "student").iterdir() if not p.name.startswith(".")) == runs
+
+
+def test_quantum_student_learns(isolated_dirs):
+    """On separable synthetic data the quantum student beats the majority baseline by a wide margin."""
+    from stages.student.run import run_student
+
+    write_synthetic_cache(isolated_dirs / "cache" / "teacher" / "t2", n=300, dim=16)
+    path, trained = run_student(isolated_dirs / "cache" / "teacher" / "t2",
+                                StudentConfig(n_qubits=6, epochs=4, seeds=(0,)))
+    metrics = json.loads((path / "metrics.json").read_text())
+    assert trained and metrics["summary"]["test"]["accuracy"]["mean"] >= 0.85
+
+
+def test_errors(isolated_dirs):
+    from stages.student.run import load_run, teacher_caches
+
+    with pytest.raises(QdllmError, match="make teacher"):
+        teacher_caches(teacher_key="nope")
+    r = run_cli("student", "--teacher-key", "nope")
+    assert r.returncode == 2 and "make pull" in r.stderr and "Traceback" not in r.stderr
+    write_synthetic_cache(isolated_dirs / "cache" / "teacher" / "t3", n=40, dim=8)
+    r = run_cli("student", "--teacher-key", "t3", "--qubits", "3", "--epochs", "1", "--seeds", "0")
+    assert r.returncode == 0, r.stderr
+    run = next(p for p in (isolated_dirs / "cache" / "student").iterdir() if not p.name.startswith("."))
+    (run / "weights-seed0.npz").write_bytes(b"garbage")
+    with pytest.raises(QdllmError, match="corrupt"):
+        load_run(run)
+
+
+def test_mismatched_cache_is_refused(isolated_dirs):
+    from pipeline.cache import read_teacher_cache
+    from stages.student.run import check_compatible
+
+    cache = read_teacher_cache(write_synthetic_cache(isolated_dirs / "c", n=30, num_classes=3, dim=10))
+    with pytest.raises(QdllmError, match="embedding dim 10 and 3 classes"):
+        check_compatible(QuantumStudent(12, 3, n_qubits=3), cache)
+    with pytest.raises(QdllmError, match="3 classes"):
+        check_compatible(QuantumStudent(10, 2, n_qubits=3), cache)
