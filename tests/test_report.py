@@ -329,3 +329,27 @@ def test_report_imports_no_torch():
                          cwd=Path(__file__).resolve().parent.parent).stdout.split()
     heavy = {m.split(".")[0] for m in out} & {"torch", "transformers", "mindspore", "mindquantum"}
     assert not heavy
+
+
+def test_paper_teacher_counts_parse_the_command_and_survive_its_failure(monkeypatch):
+    import subprocess
+
+    from stages.report import build
+
+    calls = []
+
+    def fake_run(cmd, **kw):
+        calls.append(cmd)
+        model = cmd[cmd.index("--model") + 1]
+        if model == "opt-6.7b":
+            return subprocess.CompletedProcess(cmd, 2, "", "error: No architecture config for 'opt-6.7b'.\n")
+        info = {"model": model, "lora_trainable_params": 1000 + len(calls), "paper_table3": 1e6}
+        return subprocess.CompletedProcess(cmd, 0, "some log line\n" + json.dumps(info) + "\n", "warning\n")
+
+    monkeypatch.setattr(build.subprocess, "run", fake_run)
+    ok, note = build.paper_teacher_params(("bloomz-1b1", "llama3-8b"))
+    assert note == "" and [(p["model"], p["lora_trainable_params"]) for p in ok] == [("bloomz-1b1", 1001),
+                                                                                    ("llama3-8b", 1002)]
+    assert calls[0][1:] == ["-m", "pipeline.cli", "-q", "teacher", "params", "--model", "bloomz-1b1", "--json"]
+    rows, note = build.paper_teacher_params(("bloomz-1b1", "opt-6.7b", "llama3-8b"))
+    assert rows == [] and "opt-6.7b" in note and "No architecture config" in note

@@ -66,7 +66,7 @@ def report_inputs(runs: list[Run], teachers: dict[str, Teacher], paper_teachers:
 
 
 def _dataset_dir(t: Teacher) -> Path | None:
-    data_key = ((t.manifest or {}).get("inputs") or {}).get("data_key")
+    data_key = (t.manifest or {}).get("data_key") or ((t.manifest or {}).get("inputs") or {}).get("data_key")
     task = (t.manifest or {}).get("task")
     return paths.dataset_dir(task, data_key) if data_key and task else None
 
@@ -173,30 +173,38 @@ def _source_text(t: Teacher) -> str:
         return f"hub dataset `{src['hf']}`"
     if "file" in src or "dir" in src:
         return f"own data `{src.get('file') or src.get('dir')}`"
-    key = ((t.manifest or {}).get("inputs") or {}).get("data_key")
+    key = (t.manifest or {}).get("data_key") or ((t.manifest or {}).get("inputs") or {}).get("data_key")
     return f"dataset `{key}` (its manifest is not on this machine)" if key else "not recorded"
 
 
 def differences_section(runs: list[Run], teachers: dict[str, Teacher]) -> list[str]:
     """How this setting differs from the paper's, in plain words, from what the manifests say."""
     lines = ["## Differences from the paper's setting", ""]
-    names = sorted({t.name for t in teachers.values()})
+    names = sorted({t.name for t in teachers.values()} - {"unknown teacher"})
     paper_like = [n for n in names if any(p.split("-")[0] in n.lower() for p in PAPER_TEACHERS)]
     if set(names) - set(paper_like):
         lines.append(f"- Teacher LLM: {', '.join(sorted(set(names) - set(paper_like)))} instead of the paper's "
                      "BLOOMZ-1.1B/3B, OPT-6.7B, LLaMA2-7B and LLaMA3-8B (which need a GPU and a model hub).")
-    embedders = sorted({t.embedder for t in teachers.values()})
+    embedders = sorted({t.embedder for t in teachers.values()} - {"unknown embedder"})
     if any("bert" not in e.lower() for e in embedders):
         dims = sorted({str((t.manifest or {}).get("embedding_dim", "?")) for t in teachers.values()})
         lines.append(f"- Student input: frozen embeddings from {', '.join(embedders)} (dim {', '.join(dims)}) "
                      "instead of the paper's BERT-base hidden state (dim 768).")
     for t in teachers.values():
         cfg = t.config
+        caps = (t.manifest or {}).get("caps") or {}
         if cfg.get("profile") == "cpu":
+            used = (f"; it saw {caps['fine_tune_examples']} examples" if caps.get("fine_tune_examples") else "")
+            cut = (f", {100 * caps['truncated_fraction']:.0f} % of texts were longer and cut"
+                   if caps.get("truncated_fraction") else "")
             lines.append(f"- Teacher {t.name} ({t.key}) was fine-tuned with the CPU profile: {cfg.get('epochs')} "
-                         f"epoch(s), texts cut to {cfg.get('max_length')} tokens, at most "
-                         f"{cfg.get('max_train_examples') or 'all'} training examples — far less than a GPU "
+                         f"epoch(s), texts cut to {cfg.get('max_length')} tokens{cut}, at most "
+                         f"{cfg.get('max_train_examples') or 'all'} training examples{used} — far less than a GPU "
                          "fine-tune, so the teacher is weaker than the paper's.")
+        exported, rows = caps.get("exported_rows") or {}, caps.get("dataset_rows") or {}
+        if exported and rows and exported != rows:
+            lines.append(f"- Teacher cache {t.key} exports a subset of the dataset: "
+                         + ", ".join(f"{s} {exported.get(s)} of {rows.get(s)}" for s in rows) + " rows.")
         if cfg.get("lora_r") not in (None, 200):
             lines.append(f"- Teacher {t.name} ({t.key}) uses LoRA rank {cfg['lora_r']} instead of 200.")
     for t in teachers.values():
@@ -316,7 +324,7 @@ def build_report(paper_teachers: bool = True, force: bool = False) -> Path:
     final = reports_dir() / keys.short(full)
     with key_lock(final):
         if is_complete(final) and not force:
-            log.info("the report over these %d run(s) is up to date", len(runs))
+            log.info("the report over these %d run(s) is up to date: %s", len(runs), final)
             return final / REPORT
         paper, note = paper_teacher_params() if paper_teachers else ([], "The paper teachers' LoRA counts were "
                                                                           "not requested (--no-paper-teachers).")
@@ -325,5 +333,5 @@ def build_report(paper_teachers: bool = True, force: bool = False) -> Path:
             pub.manifest = {"schema_version": SCHEMA_VERSION, "kind": "report", "key": full, "inputs": inputs,
                             "files": files, "runs": [r.key for r in runs],
                             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    log.info("wrote the report over %d run(s)", len(runs))
+    log.info("wrote the report over %d run(s) to %s", len(runs), final)
     return final / REPORT

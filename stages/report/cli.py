@@ -20,4 +20,5 @@ def report(
         return
     from stages.report.build import build_report
 
-    print(build_report(paper_teachers=paper_teachers, force=force))
+    path = build_report(paper_teachers=paper_teachers, force=force)
+    print(path, flush=True)  # last line of output: where the report is

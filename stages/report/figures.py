@@ -52,7 +52,7 @@ def training_curves(runs: list[Run], out: Path, name: str, title: str) -> str:
                 row[1].plot([ep[j]], [100 * c["val_accuracy"][j]], "*", ms=12, color=col, mec="black")
         row[0].set(title=f"{r.label}: loss (solid train, dashed val)", xlabel="epoch", ylabel="loss")
         row[1].set(title=f"{r.label}: validation accuracy (★ chosen epoch)", xlabel="epoch", ylabel="accuracy (%)")
-        row[1].legend(fontsize=8, loc="lower right", ncol=2)
+        row[1].legend(fontsize=8, loc="best", ncol=2)
         for ax in row:
             ax.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle(title, y=1.0)
@@ -136,7 +136,7 @@ def timings(runs: list[Run], out: Path, name: str, title: str) -> str:
         ax.bar(x, means, yerr=stds, capsize=4, color=[COLORS.get(r.model, "gray") for r in runs])
         for xi, m, sd in zip(x, means, stds):
             if np.isfinite(m):  # above the error bar, so the two never overlap
-                ax.annotate(f"{m:.3g}", (xi, m + (sd if np.isfinite(sd) else 0)), ha="center", va="bottom",
+                ax.annotate(f"{m:,.0f}" if m >= 100 else f"{m:.3g}", (xi, m + (sd if np.isfinite(sd) else 0)), ha="center", va="bottom",
                             fontsize=8, xytext=(0, 3), textcoords="offset points")
         ok = means[np.isfinite(means)]
         if ok.size and ok.min() > 0 and ok.max() / ok.min() > 20:  # orders of magnitude apart

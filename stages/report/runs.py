@@ -126,11 +126,11 @@ class Teacher:
 
     @property
     def name(self) -> str:
-        return str(self._get("model") or self.config.get("model") or "unknown teacher")
+        return _name(self._get("model") or self.config.get("model")) or "unknown teacher"
 
     @property
     def embedder(self) -> str:
-        return str(self._get("embedder") or self.config.get("embedder") or "unknown embedder")
+        return _name(self._get("embedder") or self.config.get("embedder")) or "unknown embedder"
 
     @property
     def lora_params(self) -> int | None:
@@ -150,6 +150,14 @@ class Teacher:
             if isinstance(timings.get(k), (int, float)) and timings[k] > 0:
                 return float(timings[k])
         return None
+
+
+def _name(v: Any) -> str:
+    """A model's name, also when a run recorded its identity (``{"packaged": ...}``, ``{"hub": ...}``)."""
+    if isinstance(v, dict):
+        return str(next((v[k] for k in ("packaged", "hub", "dir") if v.get(k)), "") or
+                    ("teacher input embeddings" if v.get("teacher-input") else ""))
+    return str(v or "")
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
