@@ -291,7 +291,7 @@ def write_report(out: Path, runs: list[Run], teachers: dict[str, Teacher], paper
     for (task, tkey), rs in main.items():
         stem = f"{task}-{tkey}"
         md += [T.performance_table(task, teachers[tkey], rs).markdown(), "",
-               T.timing_table(rs).markdown(), "",
+               T.timing_table(rs, f"{task}, teacher cache {tkey}").markdown(), "",
                f"![Training curves](curves-{stem}.png)", "",
                f"![Confusion matrices](confusion-{stem}.png)", "",
                f"![Training and inference time](timing-{stem}.png)", ""]

@@ -25,6 +25,14 @@ plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.grid": True, "
                      "figure.autolayout": False})
 
 
+def _short(v: float) -> str:
+    """Axis numbers as people write parameter counts: 500, 4k, 30M."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if v >= scale:
+            return f"{v / scale:g}{suffix}"
+    return f"{v:g}"
+
+
 def _save(fig, out: Path, name: str) -> str:
     fig.savefig(Path(out) / name, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
@@ -114,9 +122,16 @@ def accuracy_vs_params(panels: dict[tuple[str, str], list[Run]], teachers: dict[
             ax.annotate(tk.name, (tk.lora_params, 100 * acc), fontsize=8, xytext=(-8, 8),
                         textcoords="offset points", ha="right")
         ax.set_xscale("log")
-        ax.set(title=f"{task}, teacher {tk.name}", xlabel="trainable parameters (log scale)",
+        ax.set(title=f"{task}, teacher {tk.name} ({tkey})", xlabel="trainable parameters (log scale)",
                ylabel="test accuracy (%)")
         ax.margins(x=0.25, y=0.15)
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(max(lo, 0), min(hi, 101))
+        lo, hi = ax.get_xlim()
+        subs = (1.0, 2.0, 5.0) if hi / lo < 100 else (1.0,)  # a few ticks per decade only on narrow ranges
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=subs))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: _short(v)))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.legend(fontsize=8, loc="best")
     fig.suptitle("Test accuracy against trainable parameters")
     fig.tight_layout()

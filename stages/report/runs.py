@@ -103,7 +103,10 @@ class Run:
         return float(s["mean"]), float(s.get("std") or 0.0)
 
     def sort_key(self) -> tuple:
-        return (MODEL_ORDER.get(self.model, 9), len(self.differences()), -len(self.seeds),
+        """Runs closest to the paper's defaults first: method fields, then budget (epochs, lr, batch), then seeds."""
+        cfg = self.config
+        budget = sum(1 for f in self.fields if f not in LABEL_FIELDS and f in cfg and cfg[f] != getattr(DEFAULTS, f))
+        return (MODEL_ORDER.get(self.model, 9), len(self.differences()), budget, -len(self.seeds),
                 str(self.manifest.get("created", "")), self.key)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.config import LOSSES
-from stages.report.runs import PRF, Run, Teacher
+from stages.report.runs import DEFAULTS, PRF, Run, Teacher
 
 DASH = "—"
 
@@ -185,7 +185,7 @@ def teacher_ablation_tables(runs: list[Run], teachers: dict[str, Teacher]) -> li
     for group in _groups(runs, None):
         group.sort(key=lambda r: (teachers[r.teacher_key].name, r.teacher_key))
         r0 = group[0]
-        t = Table(title=f"Table 8 style: teacher ablation, {r0.task}, student {r0.label}",
+        t = Table(title=f"Table 8 style: teacher ablation, {r0.task}, student {_without(r0, ())}",
                   headers=["Teacher", "Embedder", "Teacher Acc (%)", "Student Acc (%)", "P (%)", "R (%)",
                            "F1 (%)", "Run"])
         for r in group:
@@ -216,8 +216,8 @@ def size_ablation_tables(runs: list[Run], teachers: dict[str, Teacher]) -> list[
     return out
 
 
-def timing_table(runs: list[Run]) -> Table:
-    t = Table(title="Cost: training and inference time (students)",
+def timing_table(runs: list[Run], where: str = "") -> Table:
+    t = Table(title=f"Cost: training and inference time of the students{', ' + where if where else ''}",
               headers=["Method", "Train s/epoch", "Inference µs/example", "Run"])
     for r in runs:
         t.rows.append([r.label, secs(r.stat("", "train_seconds_per_epoch")),
@@ -226,8 +226,8 @@ def timing_table(runs: list[Run]) -> Table:
 
 
 def _without(run: Run, vary: tuple[str, ...]) -> str:
-    """The run's configuration minus the varied fields, for a table title."""
+    """The run's model and every setting (other than the varied ones) that differs from the defaults."""
     cfg = run.config
-    parts = [run.model] + [f"{f}={cfg[f]}" for f in run.fields if f not in vary and f in cfg and f in
-                           ("variant", "n_qubits", "n_layers", "loss", "alpha", "temperature")]
-    return ", ".join(parts)
+    diff = [f"{f}={cfg[f]}" for f in run.fields
+            if f not in vary and f in cfg and cfg[f] != getattr(DEFAULTS, f)]
+    return f"{run.model}, " + (", ".join(diff) if diff else "other settings at their defaults")
