@@ -353,3 +353,20 @@ def test_paper_teacher_counts_parse_the_command_and_survive_its_failure(monkeypa
     assert calls[0][1:] == ["-m", "pipeline.cli", "-q", "teacher", "params", "--model", "bloomz-1b1", "--json"]
     rows, note = build.paper_teacher_params(("bloomz-1b1", "opt-6.7b", "llama3-8b"))
     assert rows == [] and "opt-6.7b" in note and "No architecture config" in note
+
+
+def test_an_unreadable_run_is_skipped_and_named(isolated_dirs, monkeypatch):
+    from stages.report import build
+
+    cache = isolated_dirs / "cache"
+    t = write_teacher(cache, "a" * 16)
+    write_run(cache, "1000000000000001", t, "quantum", seed=1)
+    broken = cache / "student" / "9000000000000009"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{}")
+    (broken / "metrics.json").write_text("{not json")
+    monkeypatch.setattr(build, "paper_teacher_params", lambda: ([], ""))
+    md = build.build_report().read_text()
+    assert "Skipped (incomplete or unreadable) runs: 9000000000000009" in md
+    rows = next(r for t, r in tables(md).items() if t.startswith("Table 4–6"))
+    assert [r["Run"] for r in rows] == ["a" * 16, "1000000000000001"]
