@@ -112,7 +112,7 @@ def has_gpu() -> bool:
 # Fine-tuning profiles. "gpu" is the paper's setting; "cpu" finishes on a 2-core laptop.
 TEACHER_PROFILES: dict[str, dict[str, Any]] = {
     "gpu": dict(epochs=3, max_length=128, max_train_examples=0, max_export_examples=0, batch_size=16, grad_accum=1),
-    "cpu": dict(epochs=1, max_length=48, max_train_examples=1200, max_export_examples=0, batch_size=16, grad_accum=1),
+    "cpu": dict(epochs=1, max_length=48, max_train_examples=1200, max_export_examples=1000, batch_size=16, grad_accum=1),
 }
 
 

@@ -1,0 +1,64 @@
+"""Frozen embeddings of every text: the quantum student's input.
+
+Default: all-MiniLM-L6-v2 (packaged), token states mean-pooled over the attention mask;
+any hub/local encoder the same way (e.g. ``bert-base-uncased`` as in the paper); or
+``teacher-input``: the teacher LLM's own input-embedding layer, mean-pooled over non-pad
+tokens. Nothing here is trained.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.console import progress
+
+ENCODER_MAX_LENGTH = 128
+
+
+def _mean_pool(states, mask):
+    m = mask.unsqueeze(-1).to(states.dtype)
+    return (states * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def _batches(texts: list[str], batch_size: int):
+    order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths together: little padding
+    for i in range(0, len(order), batch_size):
+        yield order[i:i + batch_size]
+
+
+def encode_texts(model_dir: str, texts: list[str], *, batch_size: int = 64, max_length: int = ENCODER_MAX_LENGTH,
+                 label: str = "embedding") -> np.ndarray:
+    """Mean-pooled last hidden states of a frozen encoder, (N, D) float32."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from stages.teacher.models import device_and_dtype
+
+    device, _ = device_and_dtype()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModel.from_pretrained(model_dir).to(device).eval()
+    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
+    with progress() as bar, torch.inference_mode():
+        task = bar.add_task(label, total=len(texts))
+        for idx in _batches(texts, batch_size):
+            enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
+                      return_tensors="pt").to(device)
+            states = model(**enc).last_hidden_state
+            out[idx] = _mean_pool(states.float(), enc["attention_mask"]).cpu().numpy()
+            bar.advance(task, len(idx))
+    return out
+
+
+def teacher_input_embeddings(model, tokenizer, texts: list[str], *, max_length: int, batch_size: int = 128) -> np.ndarray:
+    """Mean of the LLM's input-embedding vectors over each text's non-pad tokens, (N, hidden) float32."""
+    import torch
+
+    emb = model.get_input_embeddings()
+    device = emb.weight.device
+    out = np.zeros((len(texts), emb.weight.shape[1]), dtype=np.float32)
+    with torch.inference_mode():
+        for idx in _batches(texts, batch_size):
+            enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
+                            return_tensors="pt").to(device)
+            out[idx] = _mean_pool(emb(enc["input_ids"]).float(), enc["attention_mask"]).cpu().numpy()
+    return out

