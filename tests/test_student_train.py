@@ -52,6 +52,10 @@ def test_loss_values():
 def test_model_gradients(model):
     cfg = StudentConfig(model=model, n_qubits=3, n_layers=2, variant="reference" if model == "quantum" else "paper")
     m = build_model(cfg, 5, 3)
+    if model == "quantum":  # finite differences need double precision (complex64 is checked against MindQuantum)
+        from stages.student.fused import FusedCircuit
+
+        m.sim = FusedCircuit(m.spec)
     rng = np.random.default_rng(1)
     flat, x = m.init(rng), rng.normal(size=(4, 5))
     w = rng.normal(size=(4, 3))

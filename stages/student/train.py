@@ -13,7 +13,7 @@ from stages.student.losses import distill_loss
 from stages.student.metrics import classification_metrics
 from stages.student.model import AdamParameters, FlatModel
 
-INFERENCE_CHUNK = 64
+INFERENCE_CHUNK = 32
 
 
 @dataclass
