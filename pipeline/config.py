@@ -72,7 +72,7 @@ def data_code_hash(source: str) -> str:
 
     patterns = ("dataset.py", "build.py", "sources.py")
     if source == "stego-default":
-        patterns += ("stego.py", "stego/*.py")
+        patterns += ("stego.py", "stego_coder.py", "stego/*.py")
     return keys.hash_tree(PROJECT_ROOT / "stages" / "data", patterns)
 
 

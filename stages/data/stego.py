@@ -315,7 +315,8 @@ def _decode(text: str, settings: StegoSettings, lm: LanguageModel) -> list[int]:
 class CorpusSettings:
     """How the hiding task's stegos are made from covers."""
 
-    stego: StegoSettings = StegoSettings(canonical=False)  # corpus texts need not be decodable
+    # bfloat16 runs about twice as fast as float32 on CPUs with AVX-512 BF16; corpus texts need not be decodable
+    stego: StegoSettings = StegoSettings(canonical=False, dtype="bfloat16")
     shots: int = 4  # cover examples in each batch's prompt
     batch_size: int = 128
     random_bits: int = 1024  # secret bits drawn per text (more than any short text can carry)
