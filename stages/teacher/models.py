@@ -50,6 +50,22 @@ def lora_targets(model_type: str) -> list[str]:
         ) from None
 
 
+def quiet_libraries() -> None:
+    """Keep the terminal for our progress bars: library chatter (load reports, optional-kernel notices) is noise."""
+    import warnings
+
+    for name in ("bitsandbytes", "transformers", "peft", "accelerate"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*(gradient_checkpointing|kernels).*")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
 # ---------------------------------------------------------------- hub access
 
 
@@ -186,12 +202,28 @@ def resolve_embedder_dir(name: str) -> str:
 # ---------------------------------------------------------------- loading
 
 
+def cpu_threads() -> int:
+    """Intra-op threads for CPU work: all cores, but one when other processes already keep them busy.
+
+    OpenMP threads that wait on descheduled siblings make each step many times slower on a
+    shared small machine; one thread degrades gracefully. ``QDLLM_THREADS`` overrides.
+    """
+    if os.environ.get("QDLLM_THREADS"):
+        return max(1, int(os.environ["QDLLM_THREADS"]))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return cores if busy < cores - 0.5 else max(1, cores - int(round(busy)))
+
+
 def device_and_dtype():
-    """CUDA with bf16 when present, else CPU with fp32."""
+    """CUDA with bf16 when present, else CPU with fp32 (threads set by ``cpu_threads``)."""
     import torch
 
     if torch.cuda.is_available():
         return torch.device("cuda"), torch.bfloat16
+    if not getattr(device_and_dtype, "_threads_set", False):
+        torch.set_num_threads(cpu_threads())
+        device_and_dtype._threads_set = True
     return torch.device("cpu"), torch.float32
 
 

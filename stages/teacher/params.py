@@ -53,6 +53,9 @@ def _config_dict(path: Path) -> dict[str, Any]:
 
 def count_lora_params(name: str, r: int = 200, num_labels: int = 2, alpha: int | None = None) -> dict[str, Any]:
     """Build the SEQ_CLS model with LoRA on the meta device and count what is trainable."""
+    from stages.teacher.models import quiet_libraries
+
+    quiet_libraries()
     import torch
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import AutoModelForSequenceClassification

@@ -70,8 +70,9 @@ def run_teacher(dcfg: DataConfig, tcfg: TeacherConfig, **train_kwargs: Any) -> P
     dpath = data_path(dcfg, dkey)
     if not (dpath / MANIFEST).is_file():
         raise QdllmError(f"The {dcfg.task} dataset ({dpath}) has not been built; run `make data TASK={dcfg.task}` first.")
-    from stages.teacher.models import check_quantize
+    from stages.teacher.models import check_quantize, quiet_libraries
 
+    quiet_libraries()
     check_quantize(tcfg.quantize)
     with key_lock(final):
         if is_complete(final):
