@@ -70,7 +70,7 @@ def key_student(teacher_key: str = typer.Option(..., "--teacher-key", help="Key 
                 layers: o.Layers = 2, loss: o.Loss = "kl+js+ce", alpha: o.Alpha = 0.9,
                 temperature: o.Temperature = 1.0, lr: o.StudentLr = 0.06, epochs: o.StudentEpochs = 10,
                 batch_size: o.BatchSize = 8, seeds: o.Seeds = "0,1,2,3,4",
-                input_scaling: o.InputScaling = "none") -> None:
+                input_scaling: o.InputScaling = "l2") -> None:
     """Key of a student run cache/student/<key>/."""
     from pipeline.plan import student_key
 

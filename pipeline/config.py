@@ -163,6 +163,7 @@ class TeacherConfig:
 LOSSES = ("ce", "kl", "js", "kl+js+ce")
 VARIANTS = ("paper", "reference", "u3")
 STUDENT_MODELS = ("quantum", "logreg", "mlp")
+INPUT_SCALINGS = ("l2", "none", "minmax10")
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,9 @@ class StudentConfig:
     variant: str = "paper"  # paper | reference | u3
     n_qubits: int = 11
     n_layers: int = 2
-    input_scaling: str = "none"  # none | minmax10 (the authors' per-example [0, 10] scaling)
+    # l2: unit-norm embeddings, so one Adam step at lr 0.06 moves each encoding angle by O(0.1) rad
+    # whatever the embedder's scale; none; minmax10: the authors' per-example [0, 10] scaling.
+    input_scaling: str = "l2"
     loss: str = "kl+js+ce"
     alpha: float = 0.9
     temperature: float = 1.0
@@ -189,6 +192,8 @@ class StudentConfig:
             raise QdllmError(f"Unknown circuit variant {self.variant!r}: use one of {', '.join(VARIANTS)}.")
         if self.loss not in LOSSES:
             raise QdllmError(f"Unknown loss {self.loss!r}: use one of {', '.join(LOSSES)}.")
+        if self.input_scaling not in INPUT_SCALINGS:
+            raise QdllmError(f"Unknown input scaling {self.input_scaling!r}: use one of {', '.join(INPUT_SCALINGS)}.")
         if self.n_qubits < 1 or self.n_layers < 0:
             raise QdllmError("The student needs at least 1 qubit and 0 or more layers.")
 

@@ -34,7 +34,7 @@ StudentLr = Annotated[float, typer.Option("--lr", help="Adam learning rate.")]
 StudentEpochs = Annotated[int, typer.Option("--epochs", help="Training epochs.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", help="Batch size.")]
 Seeds = Annotated[str, typer.Option("--seeds", help="Comma-separated seeds, one fresh initialisation each.")]
-InputScaling = Annotated[str, typer.Option("--input-scaling", help="none | minmax10 (the authors' per-example [0, 10] scaling).")]
+InputScaling = Annotated[str, typer.Option("--input-scaling", help="l2 (unit-norm embeddings) | none | minmax10 (the authors' per-example [0, 10] scaling).")]
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -73,7 +73,7 @@ def teacher_config(model: str = "smollm2-135m", revision: str = "main", quantize
 
 def student_config(student_model: str = "quantum", variant: str = "paper", qubits: int = 11, layers: int = 2,
                    loss: str = "kl+js+ce", alpha: float = 0.9, temperature: float = 1.0, lr: float = 0.06,
-                   epochs: int = 10, batch_size: int = 8, seeds: str = "0,1,2,3,4", input_scaling: str = "none"):
+                   epochs: int = 10, batch_size: int = 8, seeds: str = "0,1,2,3,4", input_scaling: str = "l2"):
     from pipeline.config import StudentConfig
 
     return StudentConfig(model=student_model, variant=variant, n_qubits=qubits, n_layers=layers, loss=loss,

@@ -159,3 +159,16 @@ def test_mismatched_cache_is_refused(isolated_dirs):
         check_compatible(QuantumStudent(12, 3, n_qubits=3), cache)
     with pytest.raises(QdllmError, match="3 classes"):
         check_compatible(QuantumStudent(10, 2, n_qubits=3), cache)
+
+
+def test_default_input_scaling_makes_embeddings_unit_norm():
+    cfg = StudentConfig()
+    assert cfg.input_scaling == "l2"
+    model = build_model(cfg, dim=8, num_classes=2)
+    x = np.random.default_rng(0).normal(size=(5, 8)) * 7.0
+    np.testing.assert_allclose(np.linalg.norm(model.prepare(x), axis=1), 1.0, rtol=1e-12)
+
+
+def test_unknown_input_scaling_is_rejected():
+    with pytest.raises(QdllmError, match="Unknown input scaling 'zscore'"):
+        StudentConfig(input_scaling="zscore")

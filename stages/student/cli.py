@@ -51,7 +51,7 @@ def student(
     student_model: o.StudentModel = "quantum", variant: o.Variant = "paper", qubits: o.Qubits = 11,
     layers: o.Layers = 2, loss: o.Loss = "kl+js+ce", alpha: o.Alpha = 0.9, temperature: o.Temperature = 1.0,
     lr: o.StudentLr = 0.06, epochs: o.StudentEpochs = 10, batch_size: o.BatchSize = 8,
-    seeds: o.Seeds = "0,1,2,3,4", input_scaling: o.InputScaling = "none",
+    seeds: o.Seeds = "0,1,2,3,4", input_scaling: o.InputScaling = "l2",
 ) -> None:
     """Train the student for every teacher cache present (or one task / key); complete runs are skipped."""
     if ctx.invoked_subcommand is not None:

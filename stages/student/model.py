@@ -48,6 +48,8 @@ class FlatModel:
 
     def prepare(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
+        if self.input_scaling == "l2":
+            return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         return minmax10(x) if self.input_scaling == "minmax10" else x
 
     @staticmethod
