@@ -197,3 +197,17 @@ def test_length_histograms_counts_words():
     from stages.data.stego import length_histograms
 
     assert length_histograms(["a b", "c d", "e"], ["x y z"]) == {"cover": {1: 1, 2: 2}, "stego": {3: 1}}
+
+
+@pytest.mark.slow
+def test_round_trip_with_packaged_smollm2():
+    """The real offline default model: hide a message, read it back; a cover line is rejected."""
+    from stages.data.stego import StegoSettings, decode_text, encode_bits
+
+    bits = C.bytes_to_bits("meet at noon".encode())
+    for s in (StegoSettings(), StegoSettings(top_k=None, top_p=0.9)):
+        hidden = encode_bits(bits, s)
+        assert hidden.bits_per_word > 1
+        assert decode_text(hidden.text, s) == bits
+    with pytest.raises(QdllmError):
+        decode_text("City council approves new budget for road repairs", StegoSettings())

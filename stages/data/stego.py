@@ -107,7 +107,8 @@ class LanguageModel:
 
         path = resolve_model_dir(name)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=_DTYPES[dtype])
+        # eager attention: for one query token per step it beats CPU SDPA (5x in bfloat16, 1.5x in float32)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=_DTYPES[dtype], attn_implementation="eager")
         return cls(model, tokenizer)
 
     def encode(self, text: str) -> list[int]:
@@ -239,7 +240,7 @@ class HiddenText:
 
 def encode_bits(bits: list[int], settings: StegoSettings = StegoSettings(), *, lm: LanguageModel | None = None
                 ) -> HiddenText:
-    """Hide ``bits`` (with a length header and CRC) in one line of text; then finish the sentence greedily."""
+    """Hide ``bits`` (with a length header and CRC) in one line of text; then finish the word greedily."""
     settings.check()
     lm = lm or load_lm(settings.model, settings.dtype)
     with _threads(settings.threads):
@@ -255,14 +256,14 @@ def _encode(bits: list[int], settings: StegoSettings, lm: LanguageModel) -> Hidd
     while True:
         done = len(coder.emitted) >= len(payload)
         logits = step.logits[0]
-        if done and (tail >= 16 or bool(lm.line_end[int(torch.argmax(logits))])
-                     or (tokens and lm.texts[tokens[-1]].rstrip()[-1:] in ".!?")):
-            break
+        top = int(torch.argmax(logits))
+        if done and (tail >= 8 or bool(lm.line_end[top]) or bool(lm.starts_space[top])):
+            break  # the payload is in and the model would end the line or the word here
         if len(tokens) >= settings.max_tokens:
             raise QdllmError(f"The message did not fit in --max-tokens {settings.max_tokens} tokens; "
                              "raise --max-tokens or --top-k, or hide fewer bits.")
         ids, cum = _cum(lm, tokens, logits, not tokens, settings)
-        if done:  # the payload is in: carry on with the most probable token so the line reads naturally
+        if done:  # the payload is in: finish the word with the most probable tokens
             index = 0
             tail += 1
         else:
