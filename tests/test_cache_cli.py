@@ -187,3 +187,22 @@ def test_import_refuses_a_manifest_naming_files_outside_the_cache(local, tmp_pat
     with pytest.raises(QdllmError, match="unsafe file name"):
         R.import_tar(evil, cache_root=tmp_path / "x" / "cache")
     assert not list(tmp_path.rglob("outside.parquet"))
+
+
+def test_teacher_with_remote_pulls_the_key_instead_of_computing_it(tmp_path):
+    env = {"QDLLM_CACHE_DIR": str(tmp_path / "cache"), "QDLLM_DATA_DIR": str(tmp_path / "data")}
+    key = run_cli("-q", "key", "teacher", "--task", "emotion", env=env).stdout.strip()
+    remote = tmp_path / "remote"
+    elsewhere = tmp_path / "elsewhere"
+    write_synthetic_cache(elsewhere / "teacher" / key, n=30, dim=6, key=key * 4, task="emotion")
+
+    # The remote does not hold the key yet: the stage computes, and here fails because no dataset was built.
+    missing = run_cli("teacher", "--task", "emotion", "--remote", str(remote), env=env)
+    assert missing.returncode != 0 and "has not been built" in missing.stderr
+
+    R.push("teacher", key, str(remote), cache_root=elsewhere)
+    pulled = run_cli("teacher", "--task", "emotion", "--remote", str(remote), env=env)
+    assert pulled.returncode == 0, pulled.stderr
+    local = tmp_path / "cache" / "teacher" / key
+    assert pulled.stdout.strip().endswith(key)
+    assert read_teacher_cache(local).manifest["task"] == "emotion"

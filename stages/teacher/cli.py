@@ -32,7 +32,7 @@ def teacher(
     teacher_epochs: o.TeacherEpochs = None,
     max_train_examples: o.MaxTrain = None,
     max_length: o.MaxLength = None,
-    remote: Optional[str] = typer.Option(None, "--remote", help="Accepted for Make; use `qdllm cache pull` to fetch caches."),
+    remote: Optional[str] = typer.Option(None, "--remote", help="Pull this teacher cache from a remote that holds it instead of computing it."),
 ) -> None:
     """Fine-tune the teacher (LoRA r=200 classifier) and write cache/teacher/<key>/; does nothing when it exists."""
     if ctx.invoked_subcommand is not None:
@@ -42,10 +42,28 @@ def teacher(
     dcfg = o.data_config(task, source, seed, max_per_class)
     tcfg = o.teacher_config(model, revision, quantize, embedder, profile, seed, lora_r, teacher_epochs,
                             max_train_examples, max_length)
+    if remote and (pulled := _pull_if_remote_has(dcfg, tcfg, remote)) is not None:
+        print(pulled)
+        return
     from stages.teacher.run import run_teacher
 
     path = run_teacher(dcfg, tcfg)
     print(teacher_path(path.name))
+
+
+def _pull_if_remote_has(dcfg, tcfg, remote: str):
+    """The local cache directory after pulling this key from ``remote``, or None when the remote lacks it."""
+    from pipeline import remote as remote_mod
+    from pipeline.plan import data_key, teacher_key, teacher_path
+    from pipeline.publish import is_complete
+
+    key = teacher_key(data_key(dcfg), tcfg).short
+    if is_complete(teacher_path(key)):
+        return teacher_path(key)
+    r = remote_mod.open_remote(remote)
+    if remote_mod.remote_manifest("teacher", key, r) is None:
+        return None
+    return remote_mod.pull("teacher", key, r)
 
 
 @app.command("params")
