@@ -283,8 +283,10 @@ class FusedCircuit:
         v = vs[-1].astype(self.complex)
         partial = ws["partial"]
         partial[0][:] = v[:, self.n - 1, :]
-        for k, q in enumerate(range(self.n - 2, -1, -1), start=1):
-            np.multiply(partial[k - 1][:, :, None], v[:, q, None, :], out=partial[k].reshape(B, -1, 2))
+        for k, q in enumerate(range(self.n - 2, -1, -1), start=1):  # one long multiply per bit value of qubit q
+            out = partial[k].reshape(B, -1, 2)
+            np.multiply(partial[k - 1], v[:, q, 0, None], out=out[:, :, 0])
+            np.multiply(partial[k - 1], v[:, q, 1, None], out=out[:, :, 1])
         states, tmp = ws["states"], ws["tmp"]
         mats = []
         for i, b in enumerate(self.blocks):
