@@ -20,6 +20,7 @@ DATA     ?=
 PROFILE  ?= auto
 REMOTE   ?=
 TEACHER_KEY ?=
+FULL_GRID ?=
 
 PYTHON ?= python3
 VENV   := .venv
@@ -61,7 +62,7 @@ student: $(SETUP)
 	$(QDLLM) student $(STUDENT_SEL) $(REMOTE_ARG)
 
 ablations: $(SETUP)
-	$(QDLLM) student ablations $(STUDENT_SEL) $(REMOTE_ARG)
+	$(QDLLM) student ablations $(STUDENT_SEL) $(REMOTE_ARG) $(if $(FULL_GRID),--full-grid)
 
 report: $(SETUP)
 	$(QDLLM) report
