@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -153,6 +154,20 @@ def test_bucketed_batches_cover_every_example_once_with_little_padding():
     assert pad < 0.1 * lengths.sum()
     assert [b.tolist() for b in batches] == [b.tolist() for b in bucket_batches(lengths, 16, seed=0, epoch=0)]
     assert batches[0].tolist() != bucket_batches(lengths, 16, seed=0, epoch=1)[0].tolist()
+
+
+def test_cpu_threads_leave_cores_that_other_processes_keep_busy(monkeypatch):
+    from stages.teacher import models
+
+    cores = len(os.sched_getaffinity(0))
+    assert 0.0 <= models._busy_cores(cores, window=0.05) <= (os.cpu_count() or cores) + 1e-6
+    monkeypatch.delenv("QDLLM_THREADS", raising=False)
+    monkeypatch.setattr(models, "_busy_cores", lambda n: 0.1)
+    assert models.cpu_threads() == cores
+    monkeypatch.setattr(models, "_busy_cores", lambda n: cores + 3.0)  # overloaded: still one thread
+    assert models.cpu_threads() == 1
+    monkeypatch.setenv("QDLLM_THREADS", "3")
+    assert models.cpu_threads() == 3
 
 
 # ---------------------------------------------------------------- the whole stage

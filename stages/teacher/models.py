@@ -62,6 +62,7 @@ def quiet_libraries() -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
     except ImportError:
         pass
 
@@ -203,16 +204,39 @@ def resolve_embedder_dir(name: str) -> str:
 
 
 def cpu_threads() -> int:
-    """Intra-op threads for CPU work: all cores, but one when other processes already keep them busy.
+    """Intra-op threads for CPU work: the cores that are idle right now (at least one).
 
     OpenMP threads that wait on descheduled siblings make each step many times slower on a
-    shared small machine; one thread degrades gracefully. ``QDLLM_THREADS`` overrides.
+    shared small machine, so cores kept busy by other processes are left to them. Busy is
+    measured over a quarter second, not the load average, which still counts a job that just
+    ended (``make data && make teacher``). ``QDLLM_THREADS`` overrides.
     """
     if os.environ.get("QDLLM_THREADS"):
         return max(1, int(os.environ["QDLLM_THREADS"]))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return cores if busy < cores - 0.5 else max(1, cores - int(round(busy)))
+    busy = _busy_cores(cores)
+    return max(1, min(cores, int(cores - busy + 0.5)))
+
+
+def _busy_cores(cores: int, window: float = 0.25) -> float:
+    """Cores other processes kept busy over ``window`` seconds (Linux /proc/stat; load average elsewhere)."""
+    import time
+
+    def idle_and_total():
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        return fields[3] + fields[4], sum(fields[:8])  # idle + iowait, all but guest time
+
+    try:
+        idle0, total0 = idle_and_total()
+        time.sleep(window)
+        idle1, total1 = idle_and_total()
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    machine_cores = os.cpu_count() or cores
+    if total1 <= total0:
+        return 0.0
+    return machine_cores * (1.0 - (idle1 - idle0) / (total1 - total0))
 
 
 def device_and_dtype():
