@@ -89,7 +89,7 @@ $(TEACHER_DIR)/manifest.json: $(DATA_DIR)/manifest.json
 	$(QDLLM) teacher $(TEACHER_ARGS) $(REMOTE_ARG)
 
 _demo: $(TEACHER_DIR)/manifest.json
-	$(QDLLM) student --teacher-key $(TEACHER_KEY) --with-classical
+	$(QDLLM) student --teacher-key $(TEACHER_KEY)
 	$(QDLLM) report
 endif  # the key-named targets exist only in the sub-make that computed the keys
 

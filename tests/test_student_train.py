@@ -94,7 +94,7 @@ FAST = ["--qubits", "4", "--epochs", "2", "--seeds", "0,1"]
 
 def test_cli_trains_publishes_and_skips(isolated_dirs):
     write_synthetic_cache(isolated_dirs / "cache" / "teacher" / "t1", n=80, dim=12, task="thematic")
-    r = run_cli("student", "--task", "thematic", "--with-classical", *FAST)
+    r = run_cli("student", "--task", "thematic", *FAST)
     assert r.returncode == 0, r.stderr
     runs = sorted(p for p in (isolated_dirs / "cache" / "student").iterdir() if not p.name.startswith("."))
     assert len(runs) == 3
@@ -118,7 +118,7 @@ def test_cli_trains_publishes_and_skips(isolated_dirs):
         kinds.add(metrics["model"])
         assert (run / "circuit.qasm").is_file() == (metrics["model"] == "quantum")
     assert kinds == {"quantum", "logreg", "mlp"}
-    again = run_cli("student", "--task", "thematic", "--with-classical", *FAST)
+    again = run_cli("student", "--task", "thematic", *FAST)
     assert again.returncode == 0 and "0 student run(s) trained, 3 already complete" in again.stderr.replace("\n", " ")
     assert sorted(p for p in (isolated_dirs / "cache" / "student").iterdir() if not p.name.startswith(".")) == runs
 
@@ -172,3 +172,20 @@ def test_default_input_scaling_makes_embeddings_unit_norm():
 def test_unknown_input_scaling_is_rejected():
     with pytest.raises(QdllmError, match="Unknown input scaling 'zscore'"):
         StudentConfig(input_scaling="zscore")
+
+
+def test_ablations_vary_one_factor_at_a_time_and_compare_losses_with_classical_twins(monkeypatch):
+    from stages.student import cli
+
+    seen = []
+    monkeypatch.setattr(cli, "_train_all", lambda configs, *a: seen.append(list(configs)))
+    cli.ablations(task=None, teacher_key=None, remote=None, seeds="0", full_grid=False)
+    cli.ablations(task=None, teacher_key=None, remote=None, seeds="0", full_grid=True)
+    default, full = seen
+    quantum = [(c.loss, c.n_layers, c.n_qubits) for c in default if c.model == "quantum"]
+    assert sorted(quantum) == sorted({("ce", 2, 11), ("kl", 2, 11), ("js", 2, 11), ("kl+js+ce", 2, 11),
+                                      ("kl+js+ce", 1, 11), ("kl+js+ce", 4, 11), ("kl+js+ce", 2, 4),
+                                      ("kl+js+ce", 2, 8)})
+    classical = sorted((c.model, c.loss) for c in default if c.model != "quantum")
+    assert classical == sorted((m, ls) for m in ("logreg", "mlp") for ls in cli.ABLATION_LOSSES)
+    assert len({c for c in full if c.model == "quantum"}) == 36

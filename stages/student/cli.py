@@ -41,13 +41,21 @@ def _train_all(configs, task, teacher_key, remote) -> None:
     log.info("%d student run(s) trained, %d already complete", done, skipped)
 
 
+def _classical_twins(cfg):
+    """The logreg and MLP baselines trained like ``cfg`` (same loss, seeds, selection) from the same cache."""
+    from dataclasses import replace
+
+    return [replace(cfg, model=m) for m in ("logreg", "mlp") if m != cfg.model]
+
+
 @app.callback()
 def student(
     ctx: typer.Context,
     task: TaskSel = None,
     teacher_key: KeySel = None,
     remote: Remote = None,
-    with_classical: bool = typer.Option(False, "--with-classical", help="Also train logreg and mlp baselines."),
+    classical: bool = typer.Option(True, "--classical/--no-classical",
+                                   help="Also train the logreg and mlp baselines (seconds; same loss and selection)."),
     student_model: o.StudentModel = "quantum", variant: o.Variant = "paper", qubits: o.Qubits = 11,
     layers: o.Layers = 2, loss: o.Loss = "kl+js+ce", alpha: o.Alpha = 0.9, temperature: o.Temperature = 1.0,
     lr: o.StudentLr = 0.06, epochs: o.StudentEpochs = 10, batch_size: o.BatchSize = 8,
@@ -60,9 +68,7 @@ def student(
 
     cfg = o.student_config(student_model, variant, qubits, layers, loss, alpha, temperature, lr, epochs,
                            batch_size, seeds, input_scaling)
-    configs = [cfg]
-    if with_classical:
-        configs += [replace(cfg, model=m) for m in ("logreg", "mlp") if m != cfg.model]
+    configs = [cfg] + (_classical_twins(cfg) if classical else [])
     _train_all(configs, task, teacher_key, remote)
 
 
@@ -71,7 +77,8 @@ def ablations(task: TaskSel = None, teacher_key: KeySel = None, remote: Remote =
               seeds: o.Seeds = "0,1,2,3,4", full_grid: bool = typer.Option(
                   False, "--full-grid", help="All 4×3×3 combinations instead of one factor at a time.")) -> None:
     """Loss {ce, kl, js, kl+js+ce} × layers {1, 2, 4} × qubits {4, 8, 11}, one factor varied at a time around
-    the default (n=11, L=2, kl+js+ce): 4 + 2 + 2 = 8 runs per cache; ``--full-grid`` trains all 36."""
+    the default (n=11, L=2, kl+js+ce): 4 + 2 + 2 = 8 quantum runs per cache; ``--full-grid`` trains all 36.
+    Each loss is also trained with the logreg and MLP baselines, so the loss table compares like with like."""
     import itertools
 
     from pipeline.config import StudentConfig
@@ -86,6 +93,7 @@ def ablations(task: TaskSel = None, teacher_key: KeySel = None, remote: Remote =
     from dataclasses import replace
 
     configs = [replace(base, loss=ls, n_layers=L, n_qubits=n) for ls, L, n in grid]
+    configs += [twin for ls in ABLATION_LOSSES for twin in _classical_twins(replace(base, loss=ls))]
     _train_all(configs, task, teacher_key, remote)
 
 
