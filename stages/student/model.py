@@ -11,6 +11,8 @@ step instead of one per tensor, which matters at batch 8.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from stages.student.circuit import build_circuit
@@ -168,6 +170,7 @@ class AdamParameters:
     """MindSpore holds the flat parameter vector and applies Adam to NumPy gradients."""
 
     def __init__(self, flat: np.ndarray, lr: float):
+        os.environ.setdefault("GLOG_v", "3")  # MindSpore's own log: errors only (deprecation notices are noise)
         import mindspore as ms
         from mindspore import nn
 
