@@ -354,7 +354,7 @@ def test_packaged_smollm2_loads_offline_and_a_small_run_beats_chance(monkeypatch
     out = lm.generate(**tok("The capital of France is", return_tensors="pt"), max_new_tokens=3, do_sample=False)
     assert out.shape[1] > 5
     dcfg = write_tiny_dataset(n=(96, 40, 40))
-    tcfg = TeacherConfig.for_profile("cpu", max_train_examples=96, lr=5e-4)
+    tcfg = TeacherConfig.for_profile("cpu", max_train_examples=96, lr=5e-4, epochs=3)
     cache = read_teacher_cache(run_teacher(dcfg, tcfg))
     assert cache.embedding_dim == 384 and cache.manifest["lora_trainable_params"] == 16_129_152
-    assert cache.manifest["teacher_metrics"]["test"]["accuracy"] >= 0.7
+    assert cache.manifest["teacher_metrics"]["test"]["accuracy"] >= 0.8, cache.manifest["teacher_metrics"]
