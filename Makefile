@@ -12,15 +12,21 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-TASK     ?= emotion
-MODEL    ?= smollm2-135m
-EMBEDDER ?= minilm
-SEED     ?= 0
-DATA     ?=
-PROFILE  ?= auto
-REMOTE   ?=
-TEACHER_KEY ?=
-FULL_GRID ?=
+# Stage settings. Each one, when set, passes one `qdllm` flag; defaults, help and validation live only in
+# pipeline/config.py (`qdllm data --help`, `qdllm teacher --help`), so unset means the declared default.
+TASK          ?=
+DATA          ?=
+TEXT_COLUMN   ?=
+LABEL_COLUMN  ?=
+MAX_PER_CLASS ?=
+SEED          ?=
+MODEL         ?=
+QUANTIZE      ?=
+EMBEDDER      ?=
+PROFILE       ?=
+REMOTE        ?=
+TEACHER_KEY   ?=
+FULL_GRID     ?=
 
 PYTHON ?= python3
 VENV   := .venv
@@ -29,17 +35,21 @@ PY     := $(VENV)/bin/python
 SETUP  := $(VENV)/.setup-done
 SUBMAKE := $(MAKE) --no-print-directory
 
-DATA_ARGS    = --task '$(TASK)' --source '$(DATA)' --seed $(SEED)
-TEACHER_ARGS = $(DATA_ARGS) --model '$(MODEL)' --embedder '$(EMBEDDER)' --profile '$(PROFILE)'
-REMOTE_ARG   = $(if $(REMOTE),--remote '$(REMOTE)')
-# TASK restricts `make student` only when given explicitly; otherwise every teacher cache present is used.
-STUDENT_SEL  = $(if $(TEACHER_KEY),--teacher-key '$(TEACHER_KEY)',$(if $(filter command line environment,$(origin TASK)),--task '$(TASK)'))
+flag = $(if $($(1)),$(2) '$($(1))')
+DATA_ARGS    = $(call flag,TASK,--task) $(call flag,DATA,--source) $(call flag,TEXT_COLUMN,--text-column) \
+               $(call flag,LABEL_COLUMN,--label-column) $(call flag,MAX_PER_CLASS,--max-per-class) $(call flag,SEED,--seed)
+TEACHER_ARGS = $(DATA_ARGS) $(call flag,MODEL,--model) $(call flag,QUANTIZE,--quantize) \
+               $(call flag,EMBEDDER,--embedder) $(call flag,PROFILE,--profile)
+REMOTE_ARG   = $(call flag,REMOTE,--remote)
+# TASK restricts `make student` only when given; otherwise every teacher cache present is used.
+STUDENT_SEL  = $(if $(TEACHER_KEY),--teacher-key '$(TEACHER_KEY)',$(call flag,TASK,--task))
 
 .PHONY: help setup data teacher student ablations report demo push pull test test-slow bench clean
 
 help:
 	@sed -n '1,13p' Makefile | sed 's/^# \{0,1\}//'
-	@echo "Variables: TASK=$(TASK) MODEL=$(MODEL) EMBEDDER=$(EMBEDDER) SEED=$(SEED) DATA=$(DATA) PROFILE=$(PROFILE) REMOTE=$(REMOTE)"
+	@echo "Variables (unset = the default in pipeline/config.py): TASK DATA TEXT_COLUMN LABEL_COLUMN MAX_PER_CLASS SEED"
+	@echo "  MODEL QUANTIZE EMBEDDER PROFILE REMOTE TEACHER_KEY FULL_GRID"
 
 # ---------------------------------------------------------------- set-up
 setup: $(SETUP)

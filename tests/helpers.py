@@ -46,7 +46,21 @@ def write_synthetic_cache(final: Path, n: int = 60, num_classes: int = 2, dim: i
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def data_config(task: str = "emotion", source: str = "", **kw):
+    from pipeline.config import DataConfig
+
+    return DataConfig(task=task, source=source, **kw)
+
+
+def build_data(cfg):
+    """Build the dataset of a data config through the same plan the CLI resolves."""
+    from pipeline.plan import resolve
+    from stages.data.build import build
+
+    return build(resolve(data=cfg))
+
+
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 600):
     """Run ``qdllm`` in a subprocess, as a user would."""
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "stages.cli", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, cwd=cwd or ROOT, timeout=timeout)

@@ -19,7 +19,8 @@ def test_key_prints_a_short_hex_key():
 def test_key_all_for_make():
     proc = run_cli("key", "all", "--task", "emotion", "--make", "--profile", "cpu")
     pairs = dict(kv.split("=", 1) for kv in proc.stdout.split())
-    assert set(pairs) == {"DATA_KEY", "TEACHER_KEY", "STUDENT_KEY", "DATA_DIR", "TEACHER_DIR"}
+    assert set(pairs) == {"DATA_KEY", "TEACHER_KEY", "STUDENT_KEY", "DATA_DIR", "TEACHER_DIR", "STUDENT_DIR"}
+    assert pairs["STUDENT_DIR"].endswith("student/" + pairs["STUDENT_KEY"])
     assert pairs["TEACHER_DIR"].endswith("teacher/" + pairs["TEACHER_KEY"])
 
 

@@ -21,9 +21,8 @@ import pytest
 from pipeline import artifacts
 from pipeline.errors import QdllmError
 from pipeline.keys import sha256_file
-from pipeline.options import data_config
+from helpers import build_data as build, data_config
 from stages.data import sources
-from stages.data.build import build
 from stages.data.dataset import SPLITS, load_dataset
 
 ART = artifacts.ARTIFACTS

@@ -350,7 +350,7 @@ def test_paper_teacher_counts_parse_the_command_and_survive_its_failure(monkeypa
     ok, note = build.paper_teacher_params(("bloomz-1b1", "llama3-8b"))
     assert note == "" and [(p["model"], p["lora_trainable_params"]) for p in ok] == [("bloomz-1b1", 1001),
                                                                                     ("llama3-8b", 1002)]
-    assert calls[0][1:] == ["-m", "pipeline.cli", "-q", "teacher", "params", "--model", "bloomz-1b1", "--json"]
+    assert calls[0][1:] == ["-m", "stages.cli", "-q", "teacher", "params", "--model", "bloomz-1b1", "--json"]
     rows, note = build.paper_teacher_params(("bloomz-1b1", "opt-6.7b", "llama3-8b"))
     assert rows == [] and "opt-6.7b" in note and "No architecture config" in note
 

@@ -12,7 +12,7 @@ from helpers import run_cli, write_synthetic_cache
 from pipeline.config import StudentConfig
 from pipeline.errors import QdllmError
 from stages.student.losses import distill_loss
-from stages.student.metrics import classification_metrics
+from pipeline.metrics import classification_metrics
 from stages.student.model import MLP, QuantumStudent, build_model
 
 ROOT = Path(__file__).resolve().parent.parent

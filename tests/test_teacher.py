@@ -19,7 +19,7 @@ from helpers import run_cli  # noqa: E402
 from pipeline.cache import read_teacher_cache  # noqa: E402
 from pipeline.config import DataConfig, TeacherConfig  # noqa: E402
 from pipeline.errors import QdllmError  # noqa: E402
-from pipeline.plan import data_key, data_path, teacher_key, teacher_path  # noqa: E402
+from pipeline.plan import data_key, data_path, resolve, teacher_key, teacher_path  # noqa: E402
 
 POS = "good great fine lovely superb happy nice".split()
 NEG = "bad awful poor boring sad ugly dull".split()
@@ -109,11 +109,12 @@ def models_root(tmp_path_factory):
 @pytest.mark.parametrize("family,targets", [("llama", {"q_proj", "k_proj", "v_proj"}),
                                             ("bloom", {"query_key_value"}), ("opt", {"q_proj", "v_proj"})])
 def test_lora_targets_and_head_per_family(models_root, family, targets):
-    from stages.teacher import models
+    from stages.lm import models
+    from stages.teacher import model as classifier
 
     d = str(tiny_model_dir(models_root, family))
     tok = models.load_tokenizer(d)
-    model = models.add_lora(models.load_classifier(d, 3, tok), r=4, alpha=8, dropout=0.0)
+    model = classifier.add_lora(classifier.load_classifier(d, 3, tok), r=4, alpha=8, dropout=0.0)
     lora = {n for n, _ in model.named_parameters() if "lora_A" in n}
     wrapped = {re.search(r"\.(\w+)\.lora_A", n).group(1) for n in lora}
     assert wrapped == targets
@@ -126,14 +127,15 @@ def test_lora_targets_and_head_per_family(models_root, family, targets):
 
 
 def test_head_reads_last_non_pad_token_and_pad_is_set(models_root):
-    from stages.teacher import models
+    from stages.lm import models
+    from stages.teacher import model as classifier
     from stages.teacher.train import collate
 
     d = str(tiny_model_dir(models_root, "llama"))
     assert transformers.AutoTokenizer.from_pretrained(d).pad_token is None
     tok = models.load_tokenizer(d)
     assert tok.pad_token is not None
-    model = models.load_classifier(d, 2, tok).eval()
+    model = classifier.load_classifier(d, 2, tok).eval()
     assert model.config.pad_token_id == tok.pad_token_id
     ids = [tok("good movie")["input_ids"], tok("the film was very very dull and the story was boring")["input_ids"]]
     with torch.no_grad():
@@ -157,7 +159,7 @@ def test_bucketed_batches_cover_every_example_once_with_little_padding():
 
 
 def test_cpu_threads_leave_cores_that_other_processes_keep_busy(monkeypatch):
-    from stages.teacher import models
+    from stages.lm import models
 
     cores = len(os.sched_getaffinity(0))
     assert 0.0 <= models._busy_cores(cores, window=0.05) <= (os.cpu_count() or cores) + 1e-6
@@ -178,7 +180,7 @@ def test_stage_writes_a_valid_cache_with_adapter_and_then_does_nothing(models_ro
 
     dcfg = write_tiny_dataset()
     tcfg = tiny_teacher(tiny_model_dir(models_root, "bloom"))
-    path = run_teacher(dcfg, tcfg)
+    path = run_teacher(resolve(data=dcfg, teacher=tcfg))
     assert path == teacher_path(teacher_key(data_key(dcfg), tcfg))
     cache = read_teacher_cache(path)
     assert {s: len(cache.splits[s]) for s in cache.splits} == {"train": 48, "val": 16, "test": 16}
@@ -196,16 +198,17 @@ def test_stage_writes_a_valid_cache_with_adapter_and_then_does_nothing(models_ro
     # the adapter is peft's standard format and reproduces the cached logits
     from peft import PeftModel
 
-    from stages.teacher import models
+    from stages.lm import models
+    from stages.teacher import model as classifier
 
     tok = models.load_tokenizer(tcfg.model)
-    base = models.load_classifier(tcfg.model, 2, tok)
+    base = classifier.load_classifier(tcfg.model, 2, tok)
     model = PeftModel.from_pretrained(base, path / "adapter").eval()
     x = tok(cache.splits["test"].texts[:1], return_tensors="pt", truncation=True, max_length=tcfg.max_length)
     with torch.no_grad():
         np.testing.assert_allclose(model(**x).logits[0].numpy(), cache.splits["test"].logits[0], atol=1e-4)
     stamp = (path / "manifest.json").stat().st_mtime_ns
-    assert run_teacher(dcfg, tcfg) == path and (path / "manifest.json").stat().st_mtime_ns == stamp
+    assert run_teacher(resolve(data=dcfg, teacher=tcfg)) == path and (path / "manifest.json").stat().st_mtime_ns == stamp
 
 
 def test_caps_and_a_local_encoder(models_root):
@@ -215,7 +218,7 @@ def test_caps_and_a_local_encoder(models_root):
     enc = tiny_encoder_dir(models_root)
     tcfg = tiny_teacher(tiny_model_dir(models_root, "opt"), epochs=1, max_export_examples=10, max_train_examples=6,
                         embedder=str(enc))
-    cache = read_teacher_cache(run_teacher(dcfg, tcfg))
+    cache = read_teacher_cache(run_teacher(resolve(data=dcfg, teacher=tcfg)))
     assert {s: len(cache.splits[s]) for s in cache.splits} == {"train": 10, "val": 10, "test": 10}
     assert cache.embedding_dim == 24
     assert cache.manifest["caps"]["fine_tune_examples"] == 6
@@ -224,7 +227,8 @@ def test_caps_and_a_local_encoder(models_root):
 
 
 def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(models_root, tmp_path):
-    from stages.teacher import models
+    from stages.lm import models
+    from stages.teacher import model as classifier
     from stages.teacher.train import CHECKPOINT, tokenize, train
 
     d = str(tiny_model_dir(models_root, "llama"))
@@ -234,7 +238,7 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(models_root, t
 
     def fresh():
         tok = models.load_tokenizer(d)
-        model = models.add_lora(models.load_classifier(d, 2, tok, seed=3), r=4, alpha=8, dropout=0.1, seed=3)
+        model = classifier.add_lora(classifier.load_classifier(d, 2, tok, seed=3), r=4, alpha=8, dropout=0.1, seed=3)
         return model, tok
 
     def run(work, **kw):
@@ -273,9 +277,9 @@ def test_interrupted_stage_leaves_no_cache_and_the_next_run_continues(models_roo
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_teacher(dcfg, tcfg, checkpoint_every_steps=1, on_step=stop)
+        run_teacher(resolve(data=dcfg, teacher=tcfg), checkpoint_every_steps=1, on_step=stop)
     assert not final.exists() and (work_dir(final.name) / "checkpoint.pt").is_file()
-    cache = read_teacher_cache(run_teacher(dcfg, tcfg))
+    cache = read_teacher_cache(run_teacher(resolve(data=dcfg, teacher=tcfg)))
     assert cache.manifest["fine_tune"]["resumed_at_step"] == 7
     assert cache.manifest["fine_tune"]["optimizer_steps"] == 12
 
@@ -332,7 +336,7 @@ def test_bad_models_and_quantize_raise_one_sentence_without_a_cache(models_root,
     ]
     for tcfg, expected in cases:
         with pytest.raises(QdllmError) as err:
-            run_teacher(dcfg, tcfg)
+            run_teacher(resolve(data=dcfg, teacher=tcfg))
         assert expected in str(err.value)
         _one_sentence(str(err.value))
     assert not any(p.name[0] != "." for p in (Path(tmp_path) / "cache" / "teacher").glob("*"))
@@ -343,7 +347,7 @@ def test_bad_models_and_quantize_raise_one_sentence_without_a_cache(models_root,
 
 @pytest.mark.slow
 def test_packaged_smollm2_loads_offline_and_a_small_run_beats_chance(monkeypatch):
-    from stages.teacher.models import resolve_model_dir
+    from stages.lm.models import resolve_model_dir
     from stages.teacher.run import run_teacher
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -354,7 +358,7 @@ def test_packaged_smollm2_loads_offline_and_a_small_run_beats_chance(monkeypatch
     out = lm.generate(**tok("The capital of France is", return_tensors="pt"), max_new_tokens=3, do_sample=False)
     assert out.shape[1] > 5
     dcfg = write_tiny_dataset(n=(96, 40, 40))
-    tcfg = TeacherConfig.for_profile("cpu", max_train_examples=96, lr=5e-4, epochs=3)
-    cache = read_teacher_cache(run_teacher(dcfg, tcfg))
+    tcfg = TeacherConfig(profile="cpu", max_train_examples=96, lr=5e-4, epochs=3)
+    cache = read_teacher_cache(run_teacher(resolve(data=dcfg, teacher=tcfg)))
     assert cache.embedding_dim == 384 and cache.manifest["lora_trainable_params"] == 16_129_152
     assert cache.manifest["teacher_metrics"]["test"]["accuracy"] >= 0.8, cache.manifest["teacher_metrics"]

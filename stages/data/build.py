@@ -26,7 +26,7 @@ import polars as pl
 from pipeline.cache import text_id
 from pipeline.config import DataConfig
 from pipeline.errors import QdllmError
-from pipeline.plan import data_key, data_path
+from pipeline.plan import Plan
 from pipeline.publish import is_complete, key_lock
 from stages.data.dataset import SPLITS, frame, write_dataset
 from stages.data.sources import Raw, load_source
@@ -146,10 +146,9 @@ def prepare(raw: Raw, cfg: DataConfig) -> tuple[dict[str, pl.DataFrame], dict[st
     return splits, report
 
 
-def build(cfg: DataConfig) -> tuple[Path, bool]:
-    """Build the dataset for ``cfg`` unless it exists; returns (directory, whether it was built now)."""
-    key = data_key(cfg)
-    final = data_path(cfg, key)
+def build(plan: Plan) -> tuple[Path, bool]:
+    """Build the dataset ``plan.data`` names unless it exists; returns (directory, whether it was built now)."""
+    cfg, key, final = plan.data.config, plan.data.key, plan.data.dir
     if is_complete(final):
         return final, False
     with key_lock(final):

@@ -10,8 +10,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from pipeline import options as o
+from pipeline.config import DataConfig
 from pipeline.console import console
+from pipeline.settings import reject_options_before_subcommand, with_settings
 
 app = typer.Typer(help="Build a dataset: data/<task>/<key>/{train,val,test}.parquet.", invoke_without_command=True)
 
@@ -24,18 +25,19 @@ except ImportError:
 
 
 @app.callback()
-def data(ctx: typer.Context, task: o.Task = "emotion", source: o.Source = "", seed: o.Seed = 0,
-         max_per_class: o.MaxPerClass = 0, text_column: o.TextColumn = "text",
-         label_column: o.LabelColumn = "label") -> None:
+@with_settings(data=DataConfig)
+def data(ctx: typer.Context, data) -> None:
     """Build data/<task>/<key>/ (dedupe, drop conflicts and empties, balance, split 6:2:2); nothing if it exists."""
     if ctx.invoked_subcommand is not None:
+        reject_options_before_subcommand(ctx)
         return
     import time
 
     t0 = time.perf_counter()
+    from pipeline.plan import resolve
     from stages.data.build import build
 
-    path, built = build(o.data_config(task, source, seed, max_per_class, text_column, label_column))
+    path, built = build(resolve(data=data))
     if not built:
         console.print(f"nothing to do: {path} is up to date")
         return
@@ -47,9 +49,9 @@ def data(ctx: typer.Context, task: o.Task = "emotion", source: o.Source = "", se
 
 
 @app.command("info")
-def info(path: Annotated[Optional[Path], typer.Argument(help="A dataset directory (default: the one the options name).")] = None,
-         task: o.Task = "emotion", source: o.Source = "", seed: o.Seed = 0, max_per_class: o.MaxPerClass = 0,
-         text_column: o.TextColumn = "text", label_column: o.LabelColumn = "label") -> None:
+@with_settings(data=DataConfig)
+def info(data, path: Annotated[Optional[Path], typer.Argument(
+        help="A dataset directory (default: the one the options name).")] = None) -> None:
     """Per-split counts, class balance and text-length statistics of a built dataset."""
     from rich.console import Console
 
@@ -57,10 +59,9 @@ def info(path: Annotated[Optional[Path], typer.Argument(help="A dataset director
     from stages.data.info import removed_line, tables
 
     if path is None:
-        from pipeline.plan import data_key, data_path
+        from pipeline.plan import resolve
 
-        cfg = o.data_config(task, source, seed, max_per_class, text_column, label_column)
-        path = data_path(cfg, data_key(cfg))
+        path = resolve(data=data).data.dir
     ds = load_dataset(path)
     out = Console()
     if not out.is_terminal:  # piped: do not squeeze the tables into 80 columns

@@ -13,13 +13,11 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.cache import text_id
+from pipeline.cache import SPLITS, text_id
 from pipeline.config import SCHEMA_VERSION
 from pipeline.errors import QdllmError
 from pipeline.keys import sha256_file
 from pipeline.publish import MANIFEST, publish_dir
-
-SPLITS = ("train", "val", "test")
 
 
 @dataclass

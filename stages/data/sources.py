@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import artifacts
-from pipeline.config import DEFAULT_SOURCES, DataConfig
+from pipeline.config import DEFAULT_SOURCES, DataConfig, stego_identity
 from pipeline.errors import QdllmError
 from pipeline.tasks import TASKS, get_task
 
@@ -190,9 +190,7 @@ def stego_default(cfg: DataConfig) -> Raw:
     n = min(HIDING_COVERS, len(pool), cfg.max_per_class or len(pool))  # a cap makes generation shorter too
     pick = np.random.default_rng(0).permutation(len(pool))[:n]  # fixed draw (stegos are made once), prefix-stable
     covers = [pool[i] for i in sorted(pick)]
-    stego_code = Path(__file__).with_name("stego.py")
-    work_id = keys.digest({"covers": keys.digest(covers), "n": n,
-                           "code": keys.sha256_file(stego_code) if stego_code.exists() else None})
+    work_id = keys.digest({"covers": keys.digest(covers), "n": n, "generator": stego_identity()})
     work_dir = paths.data_dir() / ".work" / "stego" / keys.short(work_id)
     work_dir.mkdir(parents=True, exist_ok=True)
     stegos = list(generate_stego_texts(covers, n, seed=0, work_dir=work_dir))

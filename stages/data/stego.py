@@ -103,7 +103,7 @@ class LanguageModel:
         """Load a packaged name, local directory or hub id through the teacher stage's resolver."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from stages.teacher.models import resolve_model_dir
+        from stages.lm.models import resolve_model_dir
 
         path = resolve_model_dir(name)
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -418,8 +418,9 @@ def generate_stego_texts(covers: list[str], n: int, *, seed: int, work_dir: Path
     Finished batches are appended to ``work_dir/stegos.jsonl``; a rerun with the same inputs
     continues from there (and makes the same texts it would have made in one go).
     """
-    from pipeline.console import progress
     from rich.progress import TextColumn
+
+    from pipeline.console import progress
 
     covers = [c for c in (_clean(c) for c in covers) if c]
     if not covers:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import keys, paths
-from pipeline.config import SCHEMA_VERSION, StudentConfig, has_gpu
+from pipeline.config import SCHEMA_VERSION, StudentConfig, code_hash, has_gpu
 from pipeline.console import progress
 from pipeline.errors import QdllmError
 from pipeline.publish import MANIFEST, is_complete, key_lock, publish_dir
@@ -59,9 +59,9 @@ def report_inputs(runs: list[Run], teachers: dict[str, Teacher], paper_teachers:
         "datasets": {k: file_digest(p / MANIFEST) if p else None
                      for k, p in sorted((k, _dataset_dir(t)) for k, t in teachers.items())},
         "paper_teachers": paper_teachers,
-        "code": keys.code_hash("report"),
-        # `qdllm teacher params` is teacher code: its counts change when it does.
-        "teacher_code": keys.code_hash("teacher") if paper_teachers else None,
+        "code": code_hash("report"),
+        # the paper teachers' LoRA counts come from `qdllm teacher params`: they change when its code does
+        "teacher_params_code": code_hash("teacher-params") if paper_teachers else None,
     }
 
 
@@ -91,7 +91,7 @@ def paper_teacher_params(models: tuple[str, ...] = PAPER_TEACHERS, timeout: floa
 
 def _teacher_params(model: str, timeout: float) -> tuple[dict | None, str]:
     """One ``qdllm teacher params --json`` call: (its JSON, "") or (None, why it failed)."""
-    cmd = [sys.executable, "-m", "pipeline.cli", "-q", "teacher", "params", "--model", model, "--json"]
+    cmd = [sys.executable, "-m", "stages.cli", "-q", "teacher", "params", "--model", model, "--json"]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=paths.PROJECT_ROOT)
     except (OSError, subprocess.TimeoutExpired) as e:

@@ -118,7 +118,7 @@ def accuracy_vs_params(panels: dict[tuple[str, str], list[Run]], teachers: dict[
         acc = tk.metric("test", "accuracy")
         if acc is not None and tk.lora_params:
             ax.plot([tk.lora_params], [100 * acc], "*", ms=15, color=COLORS["teacher"], mec="black",
-                    label=f"teacher (LoRA)")
+                    label="teacher (LoRA)")
             ax.annotate(tk.name, (tk.lora_params, 100 * acc), fontsize=8, xytext=(-8, 8),
                         textcoords="offset points", ha="right")
         ax.set_xscale("log")

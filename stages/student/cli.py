@@ -11,8 +11,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from pipeline import options as o
+from pipeline.config import StudentConfig
 from pipeline.errors import QdllmError
+from pipeline.settings import reject_options_before_subcommand, with_settings
 
 log = logging.getLogger(__name__)
 
@@ -49,50 +50,46 @@ def _classical_twins(cfg):
 
 
 @app.callback()
+@with_settings(student=StudentConfig)
 def student(
     ctx: typer.Context,
+    student,
     task: TaskSel = None,
     teacher_key: KeySel = None,
     remote: Remote = None,
     classical: bool = typer.Option(True, "--classical/--no-classical",
                                    help="Also train the logreg and mlp baselines (seconds; same loss and selection)."),
-    student_model: o.StudentModel = "quantum", variant: o.Variant = "paper", qubits: o.Qubits = 11,
-    layers: o.Layers = 2, loss: o.Loss = "kl+js+ce", alpha: o.Alpha = 0.9, temperature: o.Temperature = 1.0,
-    lr: o.StudentLr = 0.06, epochs: o.StudentEpochs = 10, batch_size: o.BatchSize = 8,
-    seeds: o.Seeds = "0,1,2,3,4", input_scaling: o.InputScaling = "l2",
 ) -> None:
     """Train the student for every teacher cache present (or one task / key); complete runs are skipped."""
     if ctx.invoked_subcommand is not None:
+        reject_options_before_subcommand(ctx, honoured=("task", "teacher_key", "remote"))
         return
-    from dataclasses import replace
-
-    cfg = o.student_config(student_model, variant, qubits, layers, loss, alpha, temperature, lr, epochs,
-                           batch_size, seeds, input_scaling)
-    configs = [cfg] + (_classical_twins(cfg) if classical else [])
+    configs = [student] + (_classical_twins(student) if classical else [])
     _train_all(configs, task, teacher_key, remote)
 
 
 @app.command("ablations")
-def ablations(task: TaskSel = None, teacher_key: KeySel = None, remote: Remote = None,
-              seeds: o.Seeds = "0,1,2,3,4", full_grid: bool = typer.Option(
+@with_settings(student=StudentConfig)
+def ablations(ctx: typer.Context, student, task: TaskSel = None, teacher_key: KeySel = None, remote: Remote = None,
+              full_grid: bool = typer.Option(
                   False, "--full-grid", help="All 4×3×3 combinations instead of one factor at a time.")) -> None:
     """Loss {ce, kl, js, kl+js+ce} × layers {1, 2, 4} × qubits {4, 8, 11}, one factor varied at a time around
-    the default (n=11, L=2, kl+js+ce): 4 + 2 + 2 = 8 quantum runs per cache; ``--full-grid`` trains all 36.
-    Each loss is also trained with the logreg and MLP baselines, so the loss table compares like with like."""
+    the given settings (default n=11, L=2, kl+js+ce): 4 + 2 + 2 = 8 quantum runs per cache; ``--full-grid`` trains
+    all 36. Each loss is also trained with the logreg and MLP baselines, so the loss table compares like with like."""
     import itertools
+    from dataclasses import replace
 
-    from pipeline.config import StudentConfig
-
-    base = StudentConfig(seeds=o.parse_seeds(seeds))
+    given = ctx.obj or {}  # --task/--teacher-key/--remote placed before `ablations`
+    task, teacher_key, remote = (task or given.get("task"), teacher_key or given.get("teacher_key"),
+                                 remote or given.get("remote"))
+    base = student
     if full_grid:
         grid = itertools.product(ABLATION_LOSSES, ABLATION_LAYERS, ABLATION_QUBITS)
     else:
         grid = ([(ls, base.n_layers, base.n_qubits) for ls in ABLATION_LOSSES]
                 + [(base.loss, L, base.n_qubits) for L in ABLATION_LAYERS if L != base.n_layers]
                 + [(base.loss, base.n_layers, n) for n in ABLATION_QUBITS if n != base.n_qubits])
-    from dataclasses import replace
-
-    configs = [replace(base, loss=ls, n_layers=L, n_qubits=n) for ls, L, n in grid]
+    configs = list(dict.fromkeys(replace(base, loss=ls, n_layers=L, n_qubits=n) for ls, L, n in grid))
     configs += [twin for ls in ABLATION_LOSSES for twin in _classical_twins(replace(base, loss=ls))]
     _train_all(configs, task, teacher_key, remote)
 
@@ -108,6 +105,7 @@ def predict(
 
     import numpy as np
 
+    from pipeline.metrics import softmax
     from stages.student.run import load_run
     from stages.student.train import predict_logits
 
@@ -123,16 +121,15 @@ def predict(
     if not name or name == "teacher-input":
         raise QdllmError("This run's embeddings come from the teacher LLM's input layer, so predicting new texts "
                          "would need the LLM; train from a cache made with a separate embedder (e.g. --embedder minilm).")
-    from stages.teacher.embed import encode_texts  # torch/transformers: only here, for the frozen embedder
-    from stages.teacher.models import resolve_embedder_dir
+    from stages.lm.embed import encode_texts  # torch/transformers: only here, for the frozen embedder
+    from stages.lm.models import resolve_embedder_dir
 
     emb = encode_texts(resolve_embedder_dir(name), items)
     if emb.shape[1] != model.dim:
         raise QdllmError(f"The embedder {name!r} gives dim {emb.shape[1]} but the student expects {model.dim}; "
                          "the run and its embedder do not match.")
     logits = predict_logits(model, weights, emb.astype(np.float64))
-    probs = np.exp(logits - logits.max(1, keepdims=True))
-    probs /= probs.sum(1, keepdims=True)
+    probs = softmax(logits)
     names = manifest["class_names"]
     for text, p in zip(items, probs):
         print(json.dumps({"text": text, "label": names[int(p.argmax())],

@@ -19,9 +19,9 @@ from pipeline.cache import read_manifest, read_teacher_cache
 from pipeline.config import StudentConfig
 from pipeline.console import progress
 from pipeline.errors import QdllmError
+from pipeline.metrics import mean_std
 from pipeline.plan import student_key, student_path
 from pipeline.publish import MANIFEST, is_complete, key_lock, publish_dir, write_json
-from stages.student.metrics import mean_std
 from stages.student.model import FlatModel, QuantumStudent, build_model
 from stages.student.train import Split, train_seed
 

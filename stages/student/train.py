@@ -12,8 +12,8 @@ from functools import cache
 
 import numpy as np
 
+from pipeline.metrics import classification_metrics
 from stages.student.losses import distill_loss
-from stages.student.metrics import classification_metrics
 from stages.student.model import AdamParameters, FlatModel
 
 INFERENCE_CHUNK = 256

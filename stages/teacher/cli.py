@@ -10,56 +10,44 @@ from typing import Optional
 
 import typer
 
-from pipeline import options as o
+from pipeline.config import DataConfig, TeacherConfig
+from pipeline.settings import reject_options_before_subcommand, with_settings
 
 app = typer.Typer(help="Stage one: LoRA fine-tune an LLM teacher and write the teacher-logit cache.",
                   invoke_without_command=True)
 
 
 @app.callback()
+@with_settings(data=DataConfig, teacher=TeacherConfig)
 def teacher(
     ctx: typer.Context,
-    task: o.Task = "emotion",
-    source: o.Source = "",
-    seed: o.Seed = 0,
-    max_per_class: o.MaxPerClass = 0,
-    model: o.Model = "smollm2-135m",
-    revision: o.Revision = "main",
-    quantize: o.Quantize = "none",
-    embedder: o.Embedder = "minilm",
-    profile: o.Profile = "auto",
-    lora_r: o.LoraR = None,
-    teacher_epochs: o.TeacherEpochs = None,
-    max_train_examples: o.MaxTrain = None,
-    max_length: o.MaxLength = None,
+    data,
+    teacher,
     remote: Optional[str] = typer.Option(None, "--remote", help="Pull this teacher cache from a remote that holds it instead of computing it."),
 ) -> None:
     """Fine-tune the teacher (LoRA r=200 classifier) and write cache/teacher/<key>/; does nothing when it exists."""
     if ctx.invoked_subcommand is not None:
+        reject_options_before_subcommand(ctx)
         return
-    from pipeline.plan import teacher_path
+    from pipeline.plan import resolve
 
-    dcfg = o.data_config(task, source, seed, max_per_class)
-    tcfg = o.teacher_config(model, revision, quantize, embedder, profile, seed, lora_r, teacher_epochs,
-                            max_train_examples, max_length)
-    if remote and (pulled := _pull_if_remote_has(dcfg, tcfg, remote)) is not None:
+    plan = resolve(data=data, teacher=teacher)
+    if remote and (pulled := _pull_if_remote_has(plan, remote)) is not None:
         print(pulled)
         return
     from stages.teacher.run import run_teacher
 
-    path = run_teacher(dcfg, tcfg)
-    print(teacher_path(path.name))
+    print(run_teacher(plan))
 
 
-def _pull_if_remote_has(dcfg, tcfg, remote: str):
+def _pull_if_remote_has(plan, remote: str):
     """The local cache directory after pulling this key from ``remote``, or None when the remote lacks it."""
     from pipeline import remote as remote_mod
-    from pipeline.plan import data_key, teacher_key, teacher_path
     from pipeline.publish import is_complete
 
-    key = teacher_key(data_key(dcfg), tcfg).short
-    if is_complete(teacher_path(key)):
-        return teacher_path(key)
+    key = plan.teacher.key.short
+    if is_complete(plan.teacher.dir):
+        return plan.teacher.dir
     r = remote_mod.open_remote(remote)
     if remote_mod.remote_manifest("teacher", key, r) is None:
         return None
@@ -68,8 +56,8 @@ def _pull_if_remote_has(dcfg, tcfg, remote: str):
 
 @app.command("params")
 def params(
-    model: o.Model = "smollm2-135m",
-    lora_r: int = typer.Option(200, "--lora-r", help="LoRA rank (paper: 200)."),
+    model: str = typer.Option(TeacherConfig.model, "--model", "-m", help="A short name, hub id or local directory."),
+    lora_r: int = typer.Option(TeacherConfig.lora_r, "--lora-r", help="LoRA rank (paper: 200)."),
     num_labels: int = typer.Option(2, "--num-labels", help="Classes of the head (counted as trainable)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:

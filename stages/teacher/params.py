@@ -12,7 +12,7 @@ from typing import Any
 
 from pipeline.errors import QdllmError
 from pipeline.models import MODEL_ALIASES, PACKAGED_MODELS
-from stages.teacher.models import CONFIG_DIR, lora_targets
+from stages.teacher.model import CONFIG_DIR, lora_targets
 
 # Paper, Table 3: LoRA trainable parameters at r = 200.
 PAPER_TABLE3: dict[str, float] = {"bloomz-1b1": 29.50e6, "bloomz-3b": 61.46e6, "opt-6.7b": 104.89e6,
@@ -34,7 +34,7 @@ def load_config(name: str):
     if "/" not in hub_id:
         known = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
         raise QdllmError(f"No architecture config for {name!r}: use one of {', '.join(known)}, a local directory or a hub id.")
-    from stages.teacher.models import _offline
+    from stages.lm.models import _offline
 
     offline = _offline()
     try:
@@ -53,7 +53,7 @@ def _config_dict(path: Path) -> dict[str, Any]:
 
 def count_lora_params(name: str, r: int = 200, num_labels: int = 2, alpha: int | None = None) -> dict[str, Any]:
     """Build the SEQ_CLS model with LoRA on the meta device and count what is trainable."""
-    from stages.teacher.models import quiet_libraries
+    from stages.lm.models import quiet_libraries
 
     quiet_libraries()
     import torch

@@ -19,32 +19,12 @@ import numpy as np
 
 from pipeline import paths
 from pipeline.cache import SPLITS, TeacherSplit, write_teacher_cache
-from pipeline.config import DataConfig, TeacherConfig
 from pipeline.errors import QdllmError
-from pipeline.plan import data_key, data_path, teacher_key, teacher_path
+from pipeline.metrics import classification_metrics, softmax
+from pipeline.plan import Plan
 from pipeline.publish import MANIFEST, _fsync_tree, is_complete, key_lock
 
 log = logging.getLogger(__name__)
-
-
-def metrics(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, float]:
-    """Accuracy, precision, recall, F1: binary on the positive class (1), multi-class macro-averaged."""
-    pred = logits.argmax(1)
-    per = []
-    for c in range(num_classes):
-        tp = float(((pred == c) & (labels == c)).sum())
-        p = tp / max(float((pred == c).sum()), 1.0)
-        r = tp / max(float((labels == c).sum()), 1.0)
-        per.append((p, r, 2 * p * r / (p + r) if p + r else 0.0))
-    chosen = [per[1]] if num_classes == 2 else per
-    p, r, f = (float(np.mean([x[i] for x in chosen])) for i in range(3))
-    return {"accuracy": float((pred == labels).mean()) if len(labels) else 0.0, "precision": p, "recall": r,
-            "f1": f, "n": int(len(labels))}
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits - logits.max(1, keepdims=True))
-    return (z / z.sum(1, keepdims=True)).astype(np.float32)
 
 
 def work_dir(key: str) -> Path:
@@ -59,18 +39,18 @@ def _device_name() -> str:
     return f"cpu ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})"
 
 
-def run_teacher(dcfg: DataConfig, tcfg: TeacherConfig, **train_kwargs: Any) -> Path:
-    """Build (or reuse) the teacher cache for these configs; returns its directory."""
-    dkey = data_key(dcfg)
-    tkey = teacher_key(dkey, tcfg)
-    final = teacher_path(tkey)
+def run_teacher(plan: Plan, **train_kwargs: Any) -> Path:
+    """Build (or reuse) the teacher cache ``plan.teacher`` names from the dataset ``plan.data``; returns its directory."""
+    dcfg, dkey, dpath = plan.data.config, plan.data.key, plan.data.dir
+    tcfg, tkey, final = plan.teacher.config, plan.teacher.key, plan.teacher.dir
     if is_complete(final):
         log.info("teacher cache %s is already complete: nothing to do", final)
         return final
-    dpath = data_path(dcfg, dkey)
     if not (dpath / MANIFEST).is_file():
-        raise QdllmError(f"The {dcfg.task} dataset ({dpath}) has not been built; run `make data TASK={dcfg.task}` first.")
-    from stages.teacher.models import check_quantize, quiet_libraries
+        raise QdllmError(f"The {dcfg.task} dataset ({dpath}) has not been built; run `qdllm data` with the same data "
+                         f"options first (e.g. `make data TASK={dcfg.task}`).")
+    from stages.lm.models import quiet_libraries
+    from stages.teacher.model import check_quantize
 
     quiet_libraries()
     check_quantize(tcfg.quantize)
@@ -86,7 +66,9 @@ def _build(dcfg, tcfg, dkey: str, tkey, dpath: Path, final: Path, train_kwargs: 
     import torch
 
     from stages.data.dataset import load_dataset
-    from stages.teacher import embed, models, train
+    from stages.lm import embed, models
+    from stages.teacher import model as classifier
+    from stages.teacher import train
 
     timings: dict[str, float] = {}
     t0 = t = time.perf_counter()
@@ -114,12 +96,12 @@ def _build(dcfg, tcfg, dkey: str, tkey, dpath: Path, final: Path, train_kwargs: 
     models.set_offline(True)  # everything needed is local now
     torch.manual_seed(tcfg.seed)
     tok = models.load_tokenizer(model_dir)
-    model = models.load_classifier(model_dir, len(class_names), tok, quantize=tcfg.quantize, seed=tcfg.seed)
-    model = models.add_lora(model, r=tcfg.lora_r, alpha=tcfg.lora_alpha, dropout=tcfg.lora_dropout,
+    model = classifier.load_classifier(model_dir, len(class_names), tok, quantize=tcfg.quantize, seed=tcfg.seed)
+    model = classifier.add_lora(model, r=tcfg.lora_r, alpha=tcfg.lora_alpha, dropout=tcfg.lora_dropout,
                             quantize=tcfg.quantize, seed=tcfg.seed)
-    n_trainable = models.trainable_params(model)
+    n_trainable = classifier.trainable_params(model)
     log.info("%s: %s LoRA trainable parameters (r=%d) on %s", tcfg.model, f"{n_trainable:,}", tcfg.lora_r,
-             ", ".join(models.lora_targets(model.config.model_type)))
+             ", ".join(classifier.lora_targets(model.config.model_type)))
     ids = {s: train.tokenize(tok, [texts[s][i] for i in export_idx[s]], tcfg.max_length) for s in SPLITS}
     full_lengths = [len(x) for x in tok([texts["train"][i] for i in tune_idx])["input_ids"]]
     tune_ids = train.tokenize(tok, [texts["train"][i] for i in tune_idx], tcfg.max_length)
@@ -161,11 +143,12 @@ def _build(dcfg, tcfg, dkey: str, tkey, dpath: Path, final: Path, train_kwargs: 
     for s in SPLITS:
         sub = rows[s][export_idx[s].tolist()]
         splits[s] = TeacherSplit(ids=sub["id"].to_list(), texts=sub["text"].to_list(), labels=labels[s][export_idx[s]],
-                                 logits=logits[s].astype(np.float32), probs=softmax(logits[s]),
+                                 logits=logits[s].astype(np.float32), probs=softmax(logits[s]).astype(np.float32),
                                  embeddings=emb[s].astype(np.float32))
     n_classes = len(class_names)
     extra = {
-        "teacher_metrics": {s: metrics(logits[s], labels[s][export_idx[s]], n_classes) for s in ("val", "test")},
+        "teacher_metrics": {s: classification_metrics(labels[s][export_idx[s]], logits[s].argmax(1), n_classes)
+                            for s in ("val", "test")},
         "lora_trainable_params": int(n_trainable),
         "model": tcfg.model,
         "embedder": tcfg.embedder,

@@ -24,7 +24,7 @@ def main(repeats: int = 5) -> None:
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "pipeline.cli", *args], check=True, capture_output=True)
+            subprocess.run([sys.executable, "-m", "stages.cli", *args], check=True, capture_output=True)
             times.append(time.perf_counter() - t0)
         print(f"{name:<24} median {statistics.median(times) * 1000:7.0f} ms  (min {min(times) * 1000:.0f} ms)")
 

@@ -1,4 +1,7 @@
-"""Classification metrics: accuracy, precision, recall, F1 (binary: class 1 positive; else macro)."""
+"""The one place for metrics and softmax, shared by the teacher, the students and the report.
+
+Classification metrics: accuracy, precision, recall, F1 (binary: class 1 positive; else macro).
+"""
 
 from __future__ import annotations
 
@@ -25,6 +28,12 @@ def classification_metrics(labels: np.ndarray, preds: np.ndarray, num_classes: i
         "f1": float(f1[pick].mean()),
         "confusion": cm.tolist(),
     }
+
+
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Numerically stable softmax, in the input's float dtype."""
+    z = np.exp(logits - logits.max(axis, keepdims=True))
+    return z / z.sum(axis, keepdims=True)
 
 
 def mean_std(values) -> dict:

@@ -32,7 +32,7 @@ def encode_texts(model_dir: str, texts: list[str], *, batch_size: int = 64, max_
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from stages.teacher.models import device_and_dtype
+    from stages.lm.models import device_and_dtype
 
     device, _ = device_and_dtype()
     tok = AutoTokenizer.from_pretrained(model_dir)
