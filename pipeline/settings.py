@@ -172,7 +172,8 @@ def with_settings(fixed: dict[type, dict[str, Any]] | None = None, exclude: tupl
 
         @functools.wraps(fn)
         def wrapper(**kwargs: Any) -> Any:
-            values = {o.param: kwargs.pop(o.param) for o in opts}
+            # typer passes every option; a direct call may leave some out (their declared defaults apply)
+            values = {o.param: kwargs.pop(o.param, o.default) for o in opts}
             configs = configs_from(opts, values, classes, fixed)
             return fn(**kwargs, **dict(zip(names, configs)))
 

@@ -70,7 +70,7 @@ def student(
 
 @app.command("ablations")
 @with_settings(student=StudentConfig)
-def ablations(ctx: typer.Context, student, task: TaskSel = None, teacher_key: KeySel = None, remote: Remote = None,
+def ablations(student, ctx: typer.Context = None, task: TaskSel = None, teacher_key: KeySel = None, remote: Remote = None,
               full_grid: bool = typer.Option(
                   False, "--full-grid", help="All 4×3×3 combinations instead of one factor at a time.")) -> None:
     """Loss {ce, kl, js, kl+js+ce} × layers {1, 2, 4} × qubits {4, 8, 11}, one factor varied at a time around
@@ -79,7 +79,7 @@ def ablations(ctx: typer.Context, student, task: TaskSel = None, teacher_key: Ke
     import itertools
     from dataclasses import replace
 
-    given = ctx.obj or {}  # --task/--teacher-key/--remote placed before `ablations`
+    given = (ctx.obj if ctx is not None else None) or {}  # --task/--teacher-key/--remote placed before `ablations`
     task, teacher_key, remote = (task or given.get("task"), teacher_key or given.get("teacher_key"),
                                  remote or given.get("remote"))
     base = student
