@@ -10,6 +10,7 @@ import json
 import logging
 import time
 from dataclasses import asdict
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +21,10 @@ from pipeline.config import StudentConfig
 from pipeline.console import progress
 from pipeline.errors import QdllmError
 from pipeline.metrics import mean_std
-from pipeline.plan import student_key, student_path
+from pipeline.plan import resolve, student_key, student_path
 from pipeline.publish import MANIFEST, is_complete, key_lock, publish_dir, write_json
 from stages.student.model import FlatModel, QuantumStudent, build_model
-from stages.student.train import Split, train_seed
+from stages.student.train import SeedResult, Split, train_seed
 
 log = logging.getLogger(__name__)
 WEIGHTS = "weights-seed{seed}.npz"
@@ -90,60 +91,92 @@ def _teacher_info(manifest: dict) -> dict:
     return {k: v for k, v in info.items() if v is not None}
 
 
+def run_dir(teacher_dir: Path, cfg: StudentConfig) -> Path:
+    """Where the run of ``cfg`` on this teacher cache is published (the same plan ``qdllm key student`` resolves)."""
+    return resolve(student=cfg, teacher_key_short=Path(teacher_dir).name).student.dir
+
+
+@lru_cache(maxsize=2)
+def _cache_and_splits(teacher_dir: Path, verify_hashes: bool):
+    cache = read_teacher_cache(teacher_dir, verify_hashes=verify_hashes)
+    return cache, load_splits(cache)
+
+
+def prepare(teacher_dir: Path, cfg: StudentConfig, verify_hashes: bool = True):
+    """(cache, splits, model) for training ``cfg`` on this cache, checked; the cache is read once per process."""
+    cache, splits = _cache_and_splits(Path(teacher_dir), verify_hashes)
+    model = build_model(cfg, cache.embedding_dim, cache.num_classes)
+    check_compatible(model, cache)
+    if len(splits["train"].y) == 0 or len(splits["val"].y) == 0:
+        raise QdllmError(f"The teacher cache {teacher_dir} has an empty train or val split; rebuild it with more data.")
+    return cache, splits, model
+
+
+def train_unit(teacher_dir: Path, cfg: StudentConfig, seed: int, bar=None, verify_hashes: bool = True) -> SeedResult:
+    """One (config, seed) unit: fresh initialisation, training, validation-chosen checkpoint."""
+    _, splits, model = prepare(teacher_dir, cfg, verify_hashes)
+    return train_seed(model, splits, cfg, seed, bar)
+
+
+def describe(teacher_dir: Path, cfg: StudentConfig) -> str:
+    label = f"{cfg.model}" + (f" {cfg.variant} n={cfg.n_qubits} L={cfg.n_layers}" if cfg.model == "quantum" else "")
+    return f"{label}, loss {cfg.loss}"
+
+
 def run_student(teacher_dir: Path, cfg: StudentConfig, verify_hashes: bool = True) -> tuple[Path, bool]:
-    """Train and publish one run; returns (run directory, whether it was trained now)."""
-    manifest = read_manifest(teacher_dir)
-    tkey = Path(teacher_dir).name
-    skey = student_key(tkey, cfg)
-    final = student_path(skey)
+    """Train and publish one run in this process; returns (run directory, whether it was trained now)."""
+    final = run_dir(teacher_dir, cfg)
     if is_complete(final):
         return final, False
     with key_lock(final):
         if is_complete(final):
             return final, False
-        cache = read_teacher_cache(teacher_dir, verify_hashes=verify_hashes)
-        splits = load_splits(cache)
-        model = build_model(cfg, cache.embedding_dim, cache.num_classes)
-        check_compatible(model, cache)
-        if len(splits["train"].y) == 0 or len(splits["val"].y) == 0:
-            raise QdllmError(f"The teacher cache {teacher_dir} has an empty train or val split; rebuild it with more data.")
-        label = f"{cfg.model}" + (f" {cfg.variant} n={cfg.n_qubits} L={cfg.n_layers}" if cfg.model == "quantum" else "")
-        log.info("student %s (%s, loss %s) on %s [%s]", skey, label, cfg.loss, tkey, manifest.get("task"))
-        results = []
+        prepare(teacher_dir, cfg, verify_hashes)
+        log.info("student %s (%s) on %s", final.name, describe(teacher_dir, cfg), Path(teacher_dir).name)
         with progress() as bar:
-            for seed in cfg.seeds:
-                results.append(train_seed(model, splits, cfg, seed, bar))
-        seeds = [{"seed": r.seed, "best_epoch": r.best_epoch, "val": r.val, "test": r.test,
-                  "train_seconds_per_epoch": r.train_seconds_per_epoch, "train_seconds_total": r.train_seconds_total,
-                  "inference_us_per_example": r.inference_us_per_example, "curves": r.curves} for r in results]
-        config = {**asdict(cfg), "seeds": list(cfg.seeds)}
-        if isinstance(model, QuantumStudent):
-            config["circuit_params"] = model.spec.n_params
-        elif hasattr(model, "hidden"):
-            config["hidden"] = model.hidden
-        metrics = {"task": manifest.get("task"), "teacher_key": tkey, "model": cfg.model, "config": config,
-                   "class_names": cache.class_names, "trainable_params": model.size,
-                   "teacher": _teacher_info(manifest), "seeds": seeds, "summary": _summary(seeds, model.size)}
-        with publish_dir(final) as pub:
-            for r in results:
-                np.savez(pub.path / WEIGHTS.format(seed=r.seed), weights=r.weights.astype(np.float64))
-            write_json(pub.path / "metrics.json", metrics)
-            if isinstance(model, QuantumStudent):
-                from stages.student.circuit import to_qasm, write_svg
-
-                best = max(results, key=lambda r: r.val.get("accuracy", 0.0))
-                theta = model.unpack(best.weights)["theta"]
-                (pub.path / "circuit.qasm").write_text(to_qasm(model.spec, theta), encoding="utf-8")
-                write_svg(model.spec, pub.path / "circuit.svg")
-            pub.manifest = {"kind": "student-run", "key": skey.full, "inputs": skey.inputs, "teacher_key": tkey,
-                            "task": manifest.get("task"), "class_names": cache.class_names, "config": config,
-                            "embedding_dim": cache.embedding_dim,
-                            "embedder": (manifest.get("inputs") or {}).get("embedder"),
-                            "embedder_name": ((manifest.get("inputs") or {}).get("config") or {}).get("embedder"),
-                            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        s = metrics["summary"]["test"]["accuracy"]
-        log.info("test accuracy %.4f ± %.4f → %s", s["mean"], s["std"], final)
+            results = [train_unit(teacher_dir, cfg, seed, bar, verify_hashes) for seed in cfg.seeds]
+        publish_run(teacher_dir, cfg, results)
         return final, True
+
+
+def publish_run(teacher_dir: Path, cfg: StudentConfig, results: list[SeedResult]) -> Path:
+    """Write the run of ``cfg`` from its seeds' results (in ``cfg.seeds`` order) and publish it atomically."""
+    manifest = read_manifest(teacher_dir)
+    tkey = Path(teacher_dir).name
+    skey = student_key(tkey, cfg)
+    final = student_path(skey)
+    cache, _, model = prepare(teacher_dir, cfg)
+    seeds = [{"seed": r.seed, "best_epoch": r.best_epoch, "val": r.val, "test": r.test,
+              "train_seconds_per_epoch": r.train_seconds_per_epoch, "train_seconds_total": r.train_seconds_total,
+              "inference_us_per_example": r.inference_us_per_example, "curves": r.curves} for r in results]
+    config = {**asdict(cfg), "seeds": list(cfg.seeds)}
+    if isinstance(model, QuantumStudent):
+        config["circuit_params"] = model.spec.n_params
+    elif hasattr(model, "hidden"):
+        config["hidden"] = model.hidden
+    metrics = {"task": manifest.get("task"), "teacher_key": tkey, "model": cfg.model, "config": config,
+               "class_names": cache.class_names, "trainable_params": model.size,
+               "teacher": _teacher_info(manifest), "seeds": seeds, "summary": _summary(seeds, model.size)}
+    with publish_dir(final) as pub:
+        for r in results:
+            np.savez(pub.path / WEIGHTS.format(seed=r.seed), weights=r.weights.astype(np.float64))
+        write_json(pub.path / "metrics.json", metrics)
+        if isinstance(model, QuantumStudent):
+            from stages.student.circuit import to_qasm, write_svg
+
+            best = max(results, key=lambda r: r.val.get("accuracy", 0.0))
+            theta = model.unpack(best.weights)["theta"]
+            (pub.path / "circuit.qasm").write_text(to_qasm(model.spec, theta), encoding="utf-8")
+            write_svg(model.spec, pub.path / "circuit.svg")
+        pub.manifest = {"kind": "student-run", "key": skey.full, "inputs": skey.inputs, "teacher_key": tkey,
+                        "task": manifest.get("task"), "class_names": cache.class_names, "config": config,
+                        "embedding_dim": cache.embedding_dim,
+                        "embedder": (manifest.get("inputs") or {}).get("embedder"),
+                        "embedder_name": ((manifest.get("inputs") or {}).get("config") or {}).get("embedder"),
+                        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    s = metrics["summary"]["test"]["accuracy"]
+    log.info("test accuracy %.4f ± %.4f → %s", s["mean"], s["std"], final)
+    return final
 
 
 def load_run(run: str | Path):
