@@ -27,6 +27,7 @@ PROFILE       ?=
 REMOTE        ?=
 TEACHER_KEY   ?=
 FULL_GRID     ?=
+JOBS          ?=
 
 PYTHON ?= python3
 VENV   := .venv
@@ -49,7 +50,7 @@ STUDENT_SEL  = $(if $(TEACHER_KEY),--teacher-key '$(TEACHER_KEY)',$(call flag,TA
 help:
 	@sed -n '1,13p' Makefile | sed 's/^# \{0,1\}//'
 	@echo "Variables (unset = the default in pipeline/config.py): TASK DATA TEXT_COLUMN LABEL_COLUMN MAX_PER_CLASS SEED"
-	@echo "  MODEL QUANTIZE EMBEDDER PROFILE REMOTE TEACHER_KEY FULL_GRID"
+	@echo "  MODEL QUANTIZE EMBEDDER PROFILE REMOTE TEACHER_KEY FULL_GRID JOBS (default: every core)"
 
 # ---------------------------------------------------------------- set-up
 setup: $(SETUP)
@@ -69,10 +70,10 @@ data teacher demo: $(SETUP)
 	@$(SUBMAKE) _$@
 
 student: $(SETUP)
-	$(QDLLM) student $(STUDENT_SEL) $(REMOTE_ARG)
+	$(QDLLM) student $(STUDENT_SEL) $(REMOTE_ARG) $(call flag,JOBS,--jobs)
 
 ablations: $(SETUP)
-	$(QDLLM) student ablations $(STUDENT_SEL) $(REMOTE_ARG) $(if $(FULL_GRID),--full-grid)
+	$(QDLLM) student ablations $(STUDENT_SEL) $(REMOTE_ARG) $(call flag,JOBS,--jobs) $(if $(FULL_GRID),--full-grid)
 
 report: $(SETUP)
 	$(QDLLM) report
@@ -99,7 +100,7 @@ $(TEACHER_DIR)/manifest.json: $(DATA_DIR)/manifest.json
 	$(QDLLM) teacher $(TEACHER_ARGS) $(REMOTE_ARG)
 
 _demo: $(TEACHER_DIR)/manifest.json
-	$(QDLLM) student --teacher-key $(TEACHER_KEY)
+	$(QDLLM) student --teacher-key $(TEACHER_KEY) $(call flag,JOBS,--jobs)
 	$(QDLLM) report
 endif  # the key-named targets exist only in the sub-make that computed the keys
 

@@ -53,7 +53,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "teacher": ("stages/teacher/run.py", "stages/teacher/train.py", "stages/teacher/model.py",
                 "stages/lm/models.py", "stages/lm/embed.py", "pipeline/cache.py", "pipeline/metrics.py"),
     "student": ("stages/student/circuit.py", "stages/student/fused.py", "stages/student/model.py",
-                "stages/student/losses.py", "stages/student/train.py", "stages/student/run.py",
+                "stages/student/losses.py", "stages/student/train.py", "stages/student/run.py", "stages/student/jobs.py",
                 "pipeline/metrics.py"),
     "teacher-params": ("stages/teacher/params.py", "stages/teacher/model.py"),  # LoRA counts in the report
     "report": ("stages/report/build.py", "stages/report/figures.py", "stages/report/runs.py",

@@ -189,3 +189,49 @@ def test_ablations_vary_one_factor_at_a_time_and_compare_losses_with_classical_t
     classical = sorted((c.model, c.loss) for c in default if c.model != "quantum")
     assert classical == sorted((m, ls) for m in ("logreg", "mlp") for ls in cli.ABLATION_LOSSES)
     assert len({c for c in full if c.model == "quantum"}) == 36
+
+
+def _results(root) -> dict:
+    """Every run's metrics without timings, and its checkpoint bytes, by run key."""
+    out = {}
+    for run in sorted(p for p in (root / "cache" / "student").iterdir() if not p.name.startswith(".")):
+        metrics = json.loads((run / "metrics.json").read_text())
+        for s in metrics["seeds"]:
+            for k in ("train_seconds_per_epoch", "train_seconds_total", "inference_us_per_example"):
+                s.pop(k)
+        metrics.pop("summary")
+        ckpts = {p.name: p.read_bytes() for p in sorted(run.iterdir()) if p.name.startswith("weights-")}
+        out[run.name] = (metrics, ckpts)
+    return out
+
+
+def test_jobs_2_gives_the_same_runs_bit_for_bit_as_jobs_1(tmp_path):
+    results = []
+    for jobs in ("1", "2"):
+        root = tmp_path / f"jobs{jobs}"
+        write_synthetic_cache(root / "cache" / "teacher" / "t1", n=60, dim=8)
+        env = {"QDLLM_CACHE_DIR": str(root / "cache"), "QDLLM_DATA_DIR": str(root / "data")}
+        r = run_cli("student", "--teacher-key", "t1", "--qubits", "3", "--epochs", "2", "--seeds", "0,1,2",
+                    "--jobs", jobs, env=env)
+        assert r.returncode == 0, r.stderr
+        assert f"on {jobs} worker(s)" in r.stderr.replace("\n", " ")
+        results.append(_results(root))
+    assert len(results[0]) == 3 and results[0].keys() == results[1].keys()
+    for key in results[0]:
+        assert results[0][key] == results[1][key], key
+
+
+def test_generic_blas_kernels_get_one_warning_naming_the_fix(monkeypatch, caplog):
+    from pipeline import blas
+
+    monkeypatch.setattr(blas, "cpu_flags", lambda: {"avx2", "avx512f"})
+    monkeypatch.setattr(blas, "blas_info", lambda: [{"internal_api": "openblas", "version": "0.3.23",
+                                                     "architecture": "Prescott"}])
+    blas.warn_if_generic.cache_clear()
+    assert blas.warn_if_generic() is True
+    assert "generic Prescott kernels" in caplog.text and "OPENBLAS_CORETYPE=SkylakeX" in caplog.text
+    monkeypatch.setattr(blas, "blas_info", lambda: [{"internal_api": "openblas", "version": "0.3.31",
+                                                     "architecture": "SkylakeX"}])
+    blas.warn_if_generic.cache_clear()
+    assert blas.warn_if_generic() is False
+    blas.warn_if_generic.cache_clear()

@@ -22,24 +22,21 @@ app = typer.Typer(help="Stage two: train the quantum student from a teacher cach
 TaskSel = Annotated[Optional[str], typer.Option("--task", "-t", help="Only teacher caches of this task.")]
 KeySel = Annotated[Optional[str], typer.Option("--teacher-key", help="Only this teacher cache.")]
 Remote = Annotated[Optional[str], typer.Option("--remote", help="Pull a missing teacher cache from this remote.")]
+Jobs = Annotated[Optional[int], typer.Option(
+    "--jobs", "-j", min=1, help="Worker processes for the (config, seed) units (default: the cores this process may use).")]
 
 ABLATION_LOSSES = ("ce", "kl", "js", "kl+js+ce")
 ABLATION_LAYERS = (1, 2, 4)
 ABLATION_QUBITS = (4, 8, 11)
 
 
-def _train_all(configs, task, teacher_key, remote) -> None:
-    from stages.student.run import run_student, teacher_caches
+def _train_all(configs, task, teacher_key, remote, jobs: int | None = None) -> None:
+    from stages.student.jobs import default_jobs, train_runs
+    from stages.student.run import teacher_caches
 
-    done = skipped = 0
-    for cache in teacher_caches(task, teacher_key, remote):
-        for cfg in configs:
-            path, trained = run_student(cache, cfg)
-            done += trained
-            skipped += not trained
-            if not trained:
-                log.info("up to date: %s", path)
-    log.info("%d student run(s) trained, %d already complete", done, skipped)
+    pairs = [(cache, cfg) for cache in teacher_caches(task, teacher_key, remote) for cfg in configs]
+    trained, skipped = train_runs(pairs, jobs or default_jobs())
+    log.info("%d student run(s) trained, %d already complete", trained, skipped)
 
 
 def _classical_twins(cfg):
@@ -59,19 +56,20 @@ def student(
     remote: Remote = None,
     classical: bool = typer.Option(True, "--classical/--no-classical",
                                    help="Also train the logreg and mlp baselines (seconds; same loss and selection)."),
+    jobs: Jobs = None,
 ) -> None:
     """Train the student for every teacher cache present (or one task / key); complete runs are skipped."""
     if ctx.invoked_subcommand is not None:
-        reject_options_before_subcommand(ctx, honoured=("task", "teacher_key", "remote"))
+        reject_options_before_subcommand(ctx, honoured=("task", "teacher_key", "remote", "jobs"))
         return
     configs = [student] + (_classical_twins(student) if classical else [])
-    _train_all(configs, task, teacher_key, remote)
+    _train_all(configs, task, teacher_key, remote, jobs)
 
 
 @app.command("ablations")
 @with_settings(student=StudentConfig)
 def ablations(student, ctx: typer.Context = None, task: TaskSel = None, teacher_key: KeySel = None, remote: Remote = None,
-              full_grid: bool = typer.Option(
+              jobs: Jobs = None, full_grid: bool = typer.Option(
                   False, "--full-grid", help="All 4×3×3 combinations instead of one factor at a time.")) -> None:
     """Loss {ce, kl, js, kl+js+ce} × layers {1, 2, 4} × qubits {4, 8, 11}, one factor varied at a time around
     the given settings (default n=11, L=2, kl+js+ce): 4 + 2 + 2 = 8 quantum runs per cache; ``--full-grid`` trains
@@ -79,9 +77,9 @@ def ablations(student, ctx: typer.Context = None, task: TaskSel = None, teacher_
     import itertools
     from dataclasses import replace
 
-    given = (ctx.obj if ctx is not None else None) or {}  # --task/--teacher-key/--remote placed before `ablations`
-    task, teacher_key, remote = (task or given.get("task"), teacher_key or given.get("teacher_key"),
-                                 remote or given.get("remote"))
+    given = (ctx.obj if ctx is not None else None) or {}  # --task/--teacher-key/--remote/--jobs before `ablations`
+    task, teacher_key, remote, jobs = (task or given.get("task"), teacher_key or given.get("teacher_key"),
+                                       remote or given.get("remote"), jobs or given.get("jobs"))
     base = student
     if full_grid:
         grid = itertools.product(ABLATION_LOSSES, ABLATION_LAYERS, ABLATION_QUBITS)
@@ -91,7 +89,7 @@ def ablations(student, ctx: typer.Context = None, task: TaskSel = None, teacher_
                 + [(base.loss, base.n_layers, n) for n in ABLATION_QUBITS if n != base.n_qubits])
     configs = list(dict.fromkeys(replace(base, loss=ls, n_layers=L, n_qubits=n) for ls, L, n in grid))
     configs += [twin for ls in ABLATION_LOSSES for twin in _classical_twins(replace(base, loss=ls))]
-    _train_all(configs, task, teacher_key, remote)
+    _train_all(configs, task, teacher_key, remote, jobs)
 
 
 @app.command("predict")

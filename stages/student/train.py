@@ -32,7 +32,8 @@ def one_blas_thread() -> None:
 @cache
 def _inference_pool() -> ThreadPoolExecutor:
     """One long-lived pool, so each thread keeps its simulator workspace between calls."""
-    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="qdllm-infer")
+    threads = int(os.environ.get("QDLLM_INFER_THREADS", 0)) or len(os.sched_getaffinity(0))  # 1 in pool workers
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="qdllm-infer")
 
 
 @dataclass

@@ -1,0 +1,178 @@
+"""Many student runs at once: every (config, seed) unit in a process pool, each worker single-threaded.
+
+A run is published as soon as all of its seeds are back, from the same ``SeedResult`` s in
+the same order as ``--jobs 1`` would produce, so results are identical bit for bit (each
+unit draws only from its own seed; BLAS runs one thread in both paths). The parent holds
+each pending run's key lock from before its first unit starts until it is published, so
+concurrent invocations never train the same run twice; a run another process finished
+meanwhile is skipped. Workers are spawned (no fork after MindSpore has started threads) and
+report every epoch to the parent, which draws one progress line per running unit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import StudentConfig
+from pipeline.console import progress
+from pipeline.publish import is_complete, key_lock
+from stages.student.run import describe, prepare, publish_run, run_dir, train_unit
+
+log = logging.getLogger(__name__)
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+              "QDLLM_INFER_THREADS": "1"}
+
+
+def default_jobs() -> int:
+    """The cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass
+class _Run:
+    teacher_dir: Path
+    cfg: StudentConfig
+    final: Path
+    lock: Any
+    results: dict[int, Any] = field(default_factory=dict)
+
+
+class _QueueBar:
+    """The two calls ``train_seed`` makes on a rich Progress, forwarded to the parent through a queue."""
+
+    def __init__(self, q, unit: int) -> None:
+        self.q, self.unit = q, unit
+
+    def add_task(self, description: str, total: float | None = None) -> int:
+        self.q.put(("add", self.unit, description, total))
+        return self.unit
+
+    def update(self, task: int, advance: float = 0, description: str | None = None) -> None:
+        self.q.put(("update", self.unit, advance, description))
+
+
+def _worker_unit(teacher_dir: Path, cfg: StudentConfig, seed: int, unit: int, q):
+    result = train_unit(teacher_dir, cfg, seed, _QueueBar(q, unit), verify_hashes=False)  # the parent verified
+    q.put(("done", unit, None, None))
+    return result
+
+
+def _lock_pending(pairs: list[tuple[Path, StudentConfig]], stack: ExitStack) -> tuple[list[_Run], int]:
+    """Runs still to train, each locked and checked against its cache; how many were complete already."""
+    runs, skipped, seen = [], 0, set()
+    for teacher_dir, cfg in sorted(pairs, key=lambda p: str(run_dir(*p))):  # one lock order for every invocation
+        final = run_dir(teacher_dir, cfg)
+        if final in seen:
+            continue
+        seen.add(final)
+        if is_complete(final):
+            skipped += 1
+            log.info("up to date: %s", final)
+            continue
+        lock = key_lock(final)
+        lock.__enter__()
+        stack.callback(lock.__exit__, None, None, None)
+        if is_complete(final):
+            skipped += 1
+            continue
+        prepare(teacher_dir, cfg)  # a mismatched or broken cache fails here, before any training
+        runs.append(_Run(teacher_dir, cfg, final, lock))
+    return runs, skipped
+
+
+def _publish(run: _Run) -> None:
+    publish_run(run.teacher_dir, run.cfg, [run.results[s] for s in run.cfg.seeds])
+    run.lock.__exit__(None, None, None)
+    run.lock = None
+
+
+def train_runs(pairs: list[tuple[Path, StudentConfig]], jobs: int = 1) -> tuple[int, int]:
+    """Train every (teacher cache, config) run not yet complete; returns (trained now, already complete)."""
+    from pipeline.blas import warn_if_generic
+
+    warn_if_generic()
+    with ExitStack() as stack:
+        runs, skipped = _lock_pending(pairs, stack)
+        units = [(r, seed) for r in runs for seed in r.cfg.seeds]
+        if not units:
+            return 0, skipped
+        jobs = max(1, min(jobs, len(units)))
+        log.info("%d run(s), %d (config, seed) unit(s) on %d worker(s)", len(runs), len(units), jobs)
+        if jobs == 1:
+            for run in runs:
+                log.info("student %s (%s) on %s", run.final.name, describe(run.teacher_dir, run.cfg),
+                         run.teacher_dir.name)
+                with progress() as bar:
+                    for seed in run.cfg.seeds:
+                        run.results[seed] = train_unit(run.teacher_dir, run.cfg, seed, bar)
+                _publish(run)
+        else:
+            _train_in_pool(runs, units, jobs)
+        return len(runs), skipped
+
+
+def _train_in_pool(runs: list[_Run], units: list[tuple[_Run, int]], jobs: int) -> None:
+    ctx = get_context("spawn")
+    manager = ctx.Manager()
+    q = manager.Queue()
+    saved = {k: os.environ.get(k) for k in ONE_THREAD}
+    os.environ.update(ONE_THREAD)  # inherited by the spawned workers: one BLAS/OpenMP thread each
+    try:
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    with manager, pool, progress() as bar:
+        overall = bar.add_task(f"{len(units)} units on {jobs} workers", total=len(units))
+        tasks: dict[int, int] = {}
+        stop = threading.Event()
+
+        def drain() -> None:
+            while not stop.is_set():
+                try:
+                    kind, unit, a, b = q.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                except (EOFError, OSError):
+                    return
+                run, _ = units[unit]
+                if kind == "add":
+                    tasks[unit] = bar.add_task(f"{run.cfg.model} {a}", total=b)
+                elif kind == "update" and unit in tasks:
+                    bar.update(tasks[unit], advance=a, description=f"{run.cfg.model} {b}" if b else None)
+                elif kind == "done" and unit in tasks:
+                    bar.remove_task(tasks.pop(unit))
+
+        drainer = threading.Thread(target=drain, daemon=True)
+        drainer.start()
+        try:
+            futures = {pool.submit(_worker_unit, r.teacher_dir, r.cfg, seed, i, q): (r, seed)
+                       for i, (r, seed) in enumerate(units)}
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    run, seed = futures[fut]
+                    run.results[seed] = fut.result()  # a worker's error stops everything, nothing half-published
+                    bar.advance(overall)
+                    if len(run.results) == len(run.cfg.seeds):
+                        _publish(run)
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+        finally:
+            stop.set()
+            drainer.join(timeout=2)
