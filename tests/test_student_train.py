@@ -114,7 +114,8 @@ def test_cli_trains_publishes_and_skips(isolated_dirs):
         assert set(summary["test"]["f1"]) == {"mean", "std"}
         assert summary["acc_per_param"] == pytest.approx(summary["test"]["accuracy"]["mean"] / metrics["trainable_params"])
         assert metrics["teacher"]["test"] == {"accuracy": 1.0}
-        assert (run / "weights-seed0.npz").is_file() and (run / "weights-seed1.npz").is_file()
+        assert (run / "weights-seed0.safetensors").is_file() and (run / "weights-seed1.safetensors").is_file()
+        assert not list(run.glob("*.npz"))
         kinds.add(metrics["model"])
         assert (run / "circuit.qasm").is_file() == (metrics["model"] == "quantum")
     assert kinds == {"quantum", "logreg", "mlp"}
@@ -145,7 +146,7 @@ def test_errors(isolated_dirs):
     r = run_cli("student", "--teacher-key", "t3", "--qubits", "3", "--epochs", "1", "--seeds", "0")
     assert r.returncode == 0, r.stderr
     run = next(p for p in (isolated_dirs / "cache" / "student").iterdir() if not p.name.startswith("."))
-    (run / "weights-seed0.npz").write_bytes(b"garbage")
+    (run / "weights-seed0.safetensors").write_bytes(b"garbage")
     with pytest.raises(QdllmError, match="corrupt"):
         load_run(run)
 

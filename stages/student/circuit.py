@@ -168,35 +168,101 @@ def observables(n: int):
 
 
 # ---------------------------------------------------------------- exports
+# OpenQASM for any consumer: only qelib1.inc / stdgates.inc gates (rx, ry, rz, cx), every angle a plain decimal
+# literal with a point at full float precision, measurements on every qubit. Qubit i of the student is q[i] and its
+# measurement lands in c[i]; ZZ(t) = exp(-i t/2 Z(x)Z) is written as cx; rz(t); cx (qelib1 has no rzz).
+
+QASM_CONVENTIONS = (
+    "conventions: rx/ry/rz(t) = exp(-i t/2 X|Y|Z); qubit i of the student is q[i] and is measured into c[i].",
+    "zz(t) on (a, b) = exp(-i t/2 Z_a Z_b) is written as: cx q[a], q[b]; rz(t) q[b]; cx q[a], q[b];",
+    "readout: <Z_i> = P(c[i] = 0) - P(c[i] = 1); logits = <Z> @ head_w + head_b (checkpoint tensors; head.json).",
+)
 
 
-def to_qasm(spec: CircuitSpec, theta: np.ndarray | None = None) -> str:
-    """OpenQASM 2.0: the whole student as one gate ``qdllm_student(z0..)`` with the trained angles inlined.
+def qasm_angle(x: float) -> str:
+    """A float as an OpenQASM real literal: plain decimal with a point, the shortest digits that round-trip.
 
-    ``rzz`` is qelib1's (equal to ZZ(θ) = exp(−iθ/2·Z⊗Z) up to a global phase).
-    """
-    n = spec.n_qubits
-    qs = ", ".join(f"q{i}" for i in range(n))
-    zs = ", ".join(enc_name(i) for i in range(n))
-    body = []
+    ``repr`` would give ``1e-05``, which strict OpenQASM 2 parsers reject (every real needs a point)."""
+    x = float(x)
+    if not np.isfinite(x):
+        raise ValueError(f"cannot write the angle {x!r} to OpenQASM")
+    return np.format_float_positional(x, unique=True, trim="0")
+
+
+def _gate_lines(spec: CircuitSpec, theta: np.ndarray, enc_angle, qubit) -> list[str]:
+    """One OpenQASM statement per gate (three for ZZ, after a comment); ``enc_angle(i)`` spells the encoding angle."""
+    theta = np.asarray(theta, dtype=np.float64)
+    if theta.shape != (spec.n_params,):
+        raise ValueError(f"the circuit has {spec.n_params} parameters, got angles of shape {theta.shape}")
+    lines = []
     for g in spec.gates:
         if g.kind == "CNOT":
-            body.append(f"  cx q{g.qubits[0]}, q{g.qubits[1]};")
+            lines.append(f"cx {qubit(g.qubits[0])}, {qubit(g.qubits[1])};")
             continue
-        angle = enc_name(g.encoding) if g.encoding is not None else (
-            repr(float(theta[g.param])) if theta is not None else param_name(g.param))
-        args = ", ".join(f"q{q}" for q in g.qubits)
-        body.append(f"  {g.kind.lower() if g.kind != 'ZZ' else 'rzz'}({angle}) {args};")
-    head = [
-        "OPENQASM 2.0;",
-        'include "qelib1.inc";',
-        f"// qd-llm student: variant {spec.variant}, {n} qubits, {spec.n_layers} layers, {spec.n_params} parameters.",
-        "// z_i = (W·e + b)_i are the encoded angles of one example; readout: <Z_i> of every qubit.",
-    ]
-    params = f"({zs}{', ' + ', '.join(param_name(i) for i in range(spec.n_params)) if theta is None and spec.n_params else ''})"
-    return "\n".join(head + [f"gate qdllm_student{params} {qs}", "{", *body, "}",
-                             f"qreg q[{n}];",
-                             f"// per example: qdllm_student(z0, ..., z{n - 1}) q[0], ..., q[{n - 1}]; then measure Z.", ""])
+        angle = enc_angle(g.encoding) if g.encoding is not None else qasm_angle(theta[g.param])
+        if g.kind == "ZZ":
+            a, b = (qubit(q) for q in g.qubits)
+            lines += [f"// zz({angle}) {a}, {b}", f"cx {a}, {b};", f"rz({angle}) {b};", f"cx {a}, {b};"]
+        else:
+            lines.append(f"{g.kind.lower()}({angle}) {qubit(g.qubits[0])};")
+    return lines
+
+
+def _header(version: str, spec: CircuitSpec, what: str) -> list[str]:
+    return [f"OPENQASM {version};", 'include "qelib1.inc";' if version == "2.0" else 'include "stdgates.inc";',
+            f"// qd-llm quantum student: variant {spec.variant}, {spec.n_qubits} qubits, {spec.n_layers} ansatz layer(s), "
+            f"{spec.n_params} trained angles (bound below).", f"// {what}",
+            *(f"// {line}" for line in QASM_CONVENTIONS)]
+
+
+def _encoding_values(spec: CircuitSpec, z) -> np.ndarray:
+    z = np.asarray(z, dtype=np.float64)
+    if z.shape != (spec.n_qubits,):
+        raise ValueError(f"the circuit encodes {spec.n_qubits} angles, got {z.shape}")
+    return z
+
+
+def to_qasm2(spec: CircuitSpec, theta: np.ndarray, z, comment: str = "") -> str:
+    """OpenQASM 2.0 of one example: encoding angles ``z`` and trained angles ``theta`` bound, every qubit measured."""
+    z = _encoding_values(spec, z)
+    n = spec.n_qubits
+    what = comment or "one example: its encoding angles z_i = (W e + b)_i are bound in the rx gates first."
+    body = _gate_lines(spec, theta, lambda i: qasm_angle(z[i]), lambda q: f"q[{q}]")
+    return "\n".join(_header("2.0", spec, what) + [f"qreg q[{n}];", f"creg c[{n}];", *body, "measure q -> c;", ""])
+
+
+def to_qasm(spec: CircuitSpec, theta: np.ndarray) -> str:
+    """OpenQASM 2.0 template of a trained student (a run's ``circuit.qasm``).
+
+    The student is one gate ``qdllm_student(z0, ..., z{n-1})`` with the trained angles bound inside; it is applied
+    once, with every encoding angle 0.0, and every qubit is measured. Replace the zeros with an example's
+    z = W e + b, or let ``qdllm student export`` write one bound circuit per example.
+    """
+    n = spec.n_qubits
+    zs = ", ".join(enc_name(i) for i in range(n))
+    qs = ", ".join(f"q{i}" for i in range(n))
+    body = _gate_lines(spec, theta, enc_name, lambda q: f"q{q}")
+    return "\n".join(_header("2.0", spec, "template: replace the 0.0 arguments of qdllm_student with an example's "
+                                             "encoding angles z_i = (W e + b)_i.")
+                     + [f"gate qdllm_student({zs}) {qs}", "{", *(f"  {line}" for line in body), "}",
+                        f"qreg q[{n}];", f"creg c[{n}];",
+                        f"qdllm_student({', '.join(['0.0'] * n)}) {', '.join(f'q[{i}]' for i in range(n))};",
+                        "measure q -> c;", ""])
+
+
+def to_qasm3(spec: CircuitSpec, theta: np.ndarray, z=None, comment: str = "") -> str:
+    """OpenQASM 3.0: trained angles bound; the encoding angles are ``input float[64] z0 .. z{n-1}`` unless ``z`` binds them."""
+    n = spec.n_qubits
+    if z is None:
+        what = comment or "one circuit for every example: bind the inputs z_i = (W e + b)_i of an example."
+        inputs, enc = [f"input float[64] {enc_name(i)};" for i in range(n)], enc_name
+    else:
+        values = _encoding_values(spec, z)
+        what = comment or "one example: its encoding angles z_i = (W e + b)_i are bound in the rx gates first."
+        inputs, enc = [], lambda i: qasm_angle(values[i])
+    body = _gate_lines(spec, theta, enc, lambda q: f"q[{q}]")
+    return "\n".join(_header("3.0", spec, what) + inputs + [f"qubit[{n}] q;", f"bit[{n}] c;", *body,
+                                                           "c = measure q;", ""])
 
 
 def write_svg(spec: CircuitSpec, path: Path) -> None:

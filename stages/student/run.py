@@ -1,7 +1,8 @@
 """One student run from one teacher cache: train every seed, publish ``cache/student/<key>/`` whole.
 
-Run directory: ``manifest.json`` (written last), ``metrics.json``, ``weights-seed<S>.npz``
-per seed, and for quantum students ``circuit.svg`` and ``circuit.qasm`` (best seed's angles).
+Run directory: ``manifest.json`` (written last), ``metrics.json``, ``weights-seed<S>.safetensors``
+per seed (named tensors, config in the metadata), and for quantum students ``circuit.svg`` and
+``circuit.qasm`` (valid OpenQASM 2.0 with the best seed's angles bound).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -23,11 +24,20 @@ from pipeline.errors import QdllmError
 from pipeline.metrics import mean_std
 from pipeline.plan import resolve, student_key, student_path
 from pipeline.publish import MANIFEST, is_complete, key_lock, publish_dir, write_json
-from stages.student.model import FlatModel, QuantumStudent, build_model
+from stages.student.model import FlatModel, LogReg, QuantumStudent, build_model
 from stages.student.train import SeedResult, Split, train_seed
 
 log = logging.getLogger(__name__)
-WEIGHTS = "weights-seed{seed}.npz"
+WEIGHTS = "weights-seed{seed}.safetensors"
+CHECKPOINT_FORMAT = "qdllm-student-checkpoint-1"
+# How a checkpoint's named tensors make logits from an example's cached embedding e (a row vector).
+FORWARD = {
+    "quantum": "x = scale(e); z = x @ enc_w + enc_b; <Z> = circuit(z, theta); logits = <Z> @ head_w + head_b",
+    "logreg": "x = scale(e); logits = x @ w + b",
+    "mlp": "x = scale(e); logits = relu(x @ w1 + b1) @ w2 + b2",
+}
+SCALING = {"l2": "scale(e) = e / max(||e||_2, 1e-12)", "none": "scale(e) = e",
+           "minmax10": "scale(e) = 10 (e - min(e)) / (max(e) - min(e)) per example (e unchanged when max = min)"}
 
 
 def missing_cache_error(key: str) -> QdllmError:
@@ -159,12 +169,13 @@ def publish_run(teacher_dir: Path, cfg: StudentConfig, results: list[SeedResult]
                "teacher": _teacher_info(manifest), "seeds": seeds, "summary": _summary(seeds, model.size)}
     with publish_dir(final) as pub:
         for r in results:
-            np.savez(pub.path / WEIGHTS.format(seed=r.seed), weights=r.weights.astype(np.float64))
+            save_weights(pub.path / WEIGHTS.format(seed=r.seed), model, r.weights,
+                         checkpoint_metadata(model, config, cache.class_names, r.seed, r.best_epoch))
         write_json(pub.path / "metrics.json", metrics)
         if isinstance(model, QuantumStudent):
             from stages.student.circuit import to_qasm, write_svg
 
-            best = max(results, key=lambda r: r.val.get("accuracy", 0.0))
+            best = results[best_seed_index(seeds)]
             theta = model.unpack(best.weights)["theta"]
             (pub.path / "circuit.qasm").write_text(to_qasm(model.spec, theta), encoding="utf-8")
             write_svg(model.spec, pub.path / "circuit.svg")
@@ -179,13 +190,52 @@ def publish_run(teacher_dir: Path, cfg: StudentConfig, results: list[SeedResult]
     return final
 
 
-def load_run(run: str | Path):
-    """(manifest, model, weights of the best-validation seed) of a published run."""
+def best_seed_index(seeds: list[dict]) -> int:
+    """The seed that ``predict``, ``export`` and ``circuit.qasm`` use: best validation accuracy, the first on ties."""
+    return max(range(len(seeds)), key=lambda i: seeds[i]["val"].get("accuracy", 0.0))
+
+
+def checkpoint_metadata(model: FlatModel, config: dict, class_names: list[str], seed: int, best_epoch: int) -> dict:
+    """safetensors metadata (string values): what the tensors are and how they make logits."""
+    kind = "quantum" if isinstance(model, QuantumStudent) else "logreg" if isinstance(model, LogReg) else "mlp"
+    return {"format": CHECKPOINT_FORMAT, "model": kind, "seed": str(seed), "best_epoch": str(best_epoch),
+            "config": json.dumps(config, sort_keys=True), "class_names": json.dumps(class_names, ensure_ascii=False),
+            "embedding_dim": str(model.dim), "input_scaling": model.input_scaling,
+            "forward": f"{FORWARD[kind]}; {SCALING[model.input_scaling]}"}
+
+
+def save_weights(path: Path, model: FlatModel, flat: np.ndarray, metadata: dict[str, str]) -> None:
+    """One seed's parameters as named float64 tensors: the names and shapes of ``model.shapes``."""
+    from safetensors.numpy import save_file
+
+    tensors = {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in model.unpack(flat).items()}
+    save_file(tensors, str(path), metadata=metadata)
+
+
+@dataclass
+class LoadedRun:
+    path: Path
+    manifest: dict
+    metrics: dict
+    model: FlatModel
+    weights: np.ndarray  # flat vector of the best-validation seed
+    seed: int
+    checkpoint: Path
+
+
+def run_path(run: str | Path) -> Path:
+    """The directory of a run given as key or directory; one clear sentence when it is not a complete run."""
     path = Path(run)
     if not path.is_dir():
         path = student_path(str(run))
     if not is_complete(path):
         raise QdllmError(f"No complete student run at {path}; train one with `make student` or check the key.")
+    return path
+
+
+def load_best(run: str | Path) -> LoadedRun:
+    """A published run with the weights of its best-validation seed (what ``predict`` and ``export`` use)."""
+    path = run_path(run)
     try:
         manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
         metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
@@ -194,18 +244,36 @@ def load_run(run: str | Path):
     cfg = StudentConfig(**{**{k: v for k, v in manifest["config"].items() if k in StudentConfig.__dataclass_fields__},
                            "seeds": tuple(manifest["config"]["seeds"])})
     model = build_model(cfg, int(manifest["embedding_dim"]), len(manifest["class_names"]))
-    best = max(metrics["seeds"], key=lambda s: s["val"].get("accuracy", 0.0))
-    return manifest, model, load_weights(path / WEIGHTS.format(seed=best["seed"]), model)
+    seed = int(metrics["seeds"][best_seed_index(metrics["seeds"])]["seed"])
+    checkpoint = path / WEIGHTS.format(seed=seed)
+    return LoadedRun(path, manifest, metrics, model, load_weights(checkpoint, model), seed, checkpoint)
+
+
+def load_run(run: str | Path):
+    """(manifest, model, weights of the best-validation seed) of a published run."""
+    loaded = load_best(run)
+    return loaded.manifest, loaded.model, loaded.weights
 
 
 def load_weights(path: Path, model: FlatModel) -> np.ndarray:
-    """Weights of one seed, checked against the model's size; a clear error if corrupt."""
+    """One seed's weights as the model's flat vector, checked against its tensor names and shapes; one clear
+    sentence when the file is missing, corrupt or of another model."""
+    from safetensors.numpy import load_file
+
+    path = Path(path)
+    if not path.is_file() and path.with_suffix(".npz").is_file():
+        raise QdllmError(f"The run {path.parent} was written by an older qdllm (weights-seed<S>.npz checkpoints); "
+                         "retrain it with `make student` (its key has changed).")
     try:
-        with np.load(path) as f:
-            w = np.asarray(f["weights"], dtype=np.float64)
+        tensors = load_file(str(path))
     except Exception:
         raise QdllmError(f"The checkpoint {path} is missing or corrupt; retrain the run (delete its directory).") from None
-    if w.shape != (model.size,) or not np.isfinite(w).all():
-        raise QdllmError(f"The checkpoint {path} holds {w.shape} values but the model needs {model.size} finite ones; "
+    found = {k: tuple(v.shape) for k, v in tensors.items()}
+    if found != {k: tuple(v) for k, v in model.shapes.items()}:
+        want = ", ".join(f"{k} {tuple(v)}" for k, v in model.shapes.items())
+        raise QdllmError(f"The checkpoint {path} holds tensors {found}, but the model needs {want}; "
                          "retrain the run (delete its directory).")
+    w = model.pack(tensors)
+    if not np.isfinite(w).all():
+        raise QdllmError(f"The checkpoint {path} holds NaN or infinite values; retrain the run (delete its directory).")
     return w
