@@ -174,11 +174,20 @@ def has_gpu() -> bool:
     return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
 
 
+def native_bf16() -> bool:
+    """Whether this machine computes bf16 matmuls natively: a GPU, or a CPU with AMX or AVX512-BF16.
+    Elsewhere torch emulates bf16 on the CPU, far slower than fp32 (about 100x on an AVX2-only EPYC)."""
+    from pipeline.blas import cpu_flags
+
+    return has_gpu() or bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
+
+
 # Fine-tuning profiles: the defaults of the settings left unset. "gpu" is the paper's setting; "cpu" finishes
-# on a 2-core laptop. Any of these settings given explicitly wins over the profile.
+# `make demo` on a 2-core laptop. Every profile exports every row (the export budget is separate from the
+# fine-tune budget). Any of these settings given explicitly wins over the profile.
 TEACHER_PROFILES: dict[str, dict[str, Any]] = {
     "gpu": dict(epochs=3, max_length=128, max_train_examples=0, max_export_examples=0, batch_size=16, grad_accum=1),
-    "cpu": dict(epochs=1, max_length=48, max_train_examples=1200, max_export_examples=1000, batch_size=16, grad_accum=1),
+    "cpu": dict(epochs=1, max_length=48, max_train_examples=2400, max_export_examples=0, batch_size=16, grad_accum=1),
 }
 _FROM_PROFILE = " (default: from --profile)"
 
@@ -188,7 +197,8 @@ class TeacherConfig:
     """LoRA rank-200 fine-tune of an LLM as a classifier, then export of logits and embeddings.
 
     Settings left ``None`` take their value from ``profile`` (``auto`` = ``gpu`` when CUDA is present, else
-    ``cpu``) when the config is made, so ``TeacherConfig()`` is exactly what ``qdllm teacher`` runs here.
+    ``cpu``) and ``precision`` ``auto`` becomes what this machine computes natively, when the config is made,
+    so ``TeacherConfig()`` is exactly what ``qdllm teacher`` runs here and the key records it.
     """
 
     model: str = setting("smollm2-135m", "smollm2-135m (offline default), a short name (bloomz-1b1, opt-6.7b, "
@@ -212,11 +222,15 @@ class TeacherConfig:
     seed: int = setting(0, "Seed for the data split and the teacher fine-tune.")
     profile: str = setting("auto", "auto | cpu | gpu: defaults of the fine-tune budget (auto = gpu when CUDA is "
                            "present).", choices=("auto", "cpu", "gpu"))
+    precision: str = setting("auto", "auto | fp32 | bf16: bf16 autocast for the fine-tune and the export (auto = bf16 "
+                             "on a GPU or a CPU with AMX / AVX512-BF16, else fp32).", choices=("auto", "fp32", "bf16"))
 
     def __post_init__(self) -> None:
         validate(self)
         profile = self.profile if self.profile != "auto" else ("gpu" if has_gpu() else "cpu")
         object.__setattr__(self, "profile", profile)
+        if self.precision == "auto":
+            object.__setattr__(self, "precision", "bf16" if native_bf16() else "fp32")
         for name, value in TEACHER_PROFILES[profile].items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)

@@ -63,11 +63,12 @@ def test_teacher_config_resolves_its_profile_when_made():
     """`TeacherConfig()` is what `qdllm teacher` runs: unset budget settings come from the resolved profile."""
     cpu = TeacherConfig(profile="cpu")
     assert {k: getattr(cpu, k) for k in TEACHER_PROFILES["cpu"]} == TEACHER_PROFILES["cpu"]
-    assert cpu.max_export_examples == 1000
+    assert cpu.max_export_examples == 0  # every profile exports every row
     auto = TeacherConfig()
     assert auto.profile in ("cpu", "gpu") and auto == TeacherConfig(profile=auto.profile)
-    assert TeacherConfig(profile="cpu", max_export_examples=0).max_export_examples == 0  # explicit wins
-    assert dataclasses.replace(cpu, lora_r=8).max_export_examples == 1000
+    assert TeacherConfig(profile="cpu", max_export_examples=500).max_export_examples == 500  # explicit wins
+    assert dataclasses.replace(cpu, lora_r=8).max_train_examples == TEACHER_PROFILES["cpu"]["max_train_examples"]
+    assert all(p["max_export_examples"] == 0 for p in TEACHER_PROFILES.values())
 
 
 # ---------------------------------------------------------------- validation before any work

@@ -222,12 +222,13 @@ def _busy_cores(cores: int, window: float = 0.25) -> float:
     return machine_cores * (1.0 - (idle1 - idle0) / (total1 - total0))
 
 
-def device_and_dtype():
-    """CUDA with bf16 when present, else CPU with fp32 (threads set by ``cpu_threads``)."""
+def device_and_dtype(precision: str = "bf16"):
+    """CUDA with bf16 weights when present (fp32 if ``precision`` says so), else CPU with fp32 weights (threads
+    set by ``cpu_threads``); on a CPU, bf16 is an autocast around the matmuls (``autocast``), not the weights."""
     import torch
 
     if torch.cuda.is_available():
-        return torch.device("cuda"), torch.bfloat16
+        return torch.device("cuda"), torch.bfloat16 if precision == "bf16" else torch.float32
     if not getattr(device_and_dtype, "_threads_set", False):
         torch.set_num_threads(cpu_threads())
         device_and_dtype._threads_set = True
@@ -250,3 +251,8 @@ def load_tokenizer(model_dir: str):
     return tok
 
 
+def autocast(device, bf16: bool):
+    """bf16 autocast on CUDA or CPU when asked, a no-op otherwise."""
+    import torch
+
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)

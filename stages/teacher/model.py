@@ -53,13 +53,14 @@ def check_quantize(quantize: str) -> None:
         ) from None
 
 
-def load_classifier(model_dir: str, num_labels: int, tokenizer, *, quantize: str = "none", seed: int = 0):
+def load_classifier(model_dir: str, num_labels: int, tokenizer, *, quantize: str = "none", seed: int = 0,
+                    precision: str = "bf16"):
     """The LLM with a sequence-classification head reading the last non-pad token (C outputs)."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
     check_quantize(quantize)
-    device, dtype = device_and_dtype()
+    device, dtype = device_and_dtype(precision)
     kwargs = {"num_labels": num_labels, "dtype": dtype}
     if quantize != "none":
         from transformers import BitsAndBytesConfig

@@ -96,7 +96,8 @@ def _build(dcfg, tcfg, dkey: str, tkey, dpath: Path, final: Path, train_kwargs: 
     models.set_offline(True)  # everything needed is local now
     torch.manual_seed(tcfg.seed)
     tok = models.load_tokenizer(model_dir)
-    model = classifier.load_classifier(model_dir, len(class_names), tok, quantize=tcfg.quantize, seed=tcfg.seed)
+    model = classifier.load_classifier(model_dir, len(class_names), tok, quantize=tcfg.quantize, seed=tcfg.seed,
+                                       precision=tcfg.precision)
     model = classifier.add_lora(model, r=tcfg.lora_r, alpha=tcfg.lora_alpha, dropout=tcfg.lora_dropout,
                             quantize=tcfg.quantize, seed=tcfg.seed)
     n_trainable = classifier.trainable_params(model)
@@ -111,6 +112,7 @@ def _build(dcfg, tcfg, dkey: str, tkey, dpath: Path, final: Path, train_kwargs: 
     result = train.train(model, tune_ids, labels["train"][tune_idx], ids["val"], labels["val"][export_idx["val"]],
                          pad_id=tok.pad_token_id, lr=tcfg.lr, weight_decay=tcfg.weight_decay, epochs=tcfg.epochs,
                          batch_size=tcfg.batch_size, grad_accum=tcfg.grad_accum, seed=tcfg.seed, work_dir=wdir,
+                         bf16=tcfg.precision == "bf16",
                          **train_kwargs)
     lap("fine_tune")
 
@@ -122,7 +124,8 @@ def _build(dcfg, tcfg, dkey: str, tkey, dpath: Path, final: Path, train_kwargs: 
         model = model.merge_and_unload()  # same outputs, no LoRA detour: faster export
     logits = {"val": result.val_logits}
     for s in ("train", "test"):
-        logits[s] = train.predict_logits(model, ids[s], tok.pad_token_id, label=f"teacher logits {s}")
+        logits[s] = train.predict_logits(model, ids[s], tok.pad_token_id, label=f"teacher logits {s}",
+                                         bf16=tcfg.precision == "bf16")
     lap("export_logits")
 
     all_texts = {s: [texts[s][i] for i in export_idx[s]] for s in SPLITS}
@@ -153,6 +156,7 @@ def _build(dcfg, tcfg, dkey: str, tkey, dpath: Path, final: Path, train_kwargs: 
         "model": tcfg.model,
         "embedder": tcfg.embedder,
         "profile": tcfg.profile,
+        "precision": tcfg.precision,
         "caps": {
             "epochs": tcfg.epochs, "max_length": tcfg.max_length, "max_train_examples": tcfg.max_train_examples,
             "max_export_examples": tcfg.max_export_examples, "fine_tune_examples": int(len(tune_idx)),

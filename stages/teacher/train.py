@@ -1,4 +1,5 @@
-"""Fine-tune the LoRA classifier: AdamW, length-bucketed batches, gradient accumulation, resumable.
+"""Fine-tune the LoRA classifier: AdamW, length-bucketed batches, gradient accumulation, bf16 autocast where the
+hardware computes it natively, resumable.
 
 A checkpoint (trainable weights, optimizer, scheduler, RNG, best-so-far adapter) is
 written at optimizer-step boundaries every few minutes and at each epoch's end, so an
@@ -18,6 +19,7 @@ import numpy as np
 from rich.progress import TextColumn
 
 from pipeline.console import progress
+from stages.lm.models import autocast
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -52,13 +54,8 @@ def collate(ids: list[list[int]], idx, pad_id: int, device):
     return x.to(device), mask.to(device)
 
 
-def _autocast(device):
-    import torch
-
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
-def predict_logits(model, ids: list[list[int]], pad_id: int, *, batch_size: int = 64, label: str = "predict") -> np.ndarray:
+def predict_logits(model, ids: list[list[int]], pad_id: int, *, batch_size: int = 64, label: str = "predict",
+                   bf16: bool = False) -> np.ndarray:
     """Raw class logits (N, C) float32 for tokenized texts, in input order."""
     import torch
 
@@ -73,7 +70,7 @@ def predict_logits(model, ids: list[list[int]], pad_id: int, *, batch_size: int 
         for s in range(0, len(order), batch_size):
             idx = order[s:s + batch_size]
             x, mask = collate(ids, idx, pad_id, device)
-            with _autocast(device):
+            with autocast(device, bf16):
                 logits = model(input_ids=x, attention_mask=mask).logits.float().cpu().numpy()
             if out is None:
                 out = np.zeros((len(ids), logits.shape[1]), dtype=np.float32)
@@ -121,7 +118,7 @@ def _save(path: Path, obj: dict) -> None:
 
 def train(model, train_ids: list[list[int]], train_labels: np.ndarray, val_ids: list[list[int]],
           val_labels: np.ndarray, *, pad_id: int, lr: float, weight_decay: float, epochs: int, batch_size: int,
-          grad_accum: int, seed: int, work_dir: Path, checkpoint_every_s: float = 120.0,
+          grad_accum: int, seed: int, work_dir: Path, bf16: bool = False, checkpoint_every_s: float = 120.0,
           checkpoint_every_steps: int | None = None, on_step=None) -> TrainResult:
     """Fine-tune the trainable (LoRA + head) parameters; returns the best-on-validation state."""
     import torch
@@ -170,7 +167,7 @@ def train(model, train_ids: list[list[int]], train_labels: np.ndarray, val_ids: 
             for bi in range(first, len(batches)):
                 idx = batches[bi]
                 x, mask = collate(train_ids, idx, pad_id, device)
-                with _autocast(device):
+                with autocast(device, bf16):
                     out = model(input_ids=x, attention_mask=mask, labels=labels_t[idx].to(device))
                 (out.loss / grad_accum).backward()
                 tokens += int(mask.sum())
@@ -192,7 +189,7 @@ def train(model, train_ids: list[list[int]], train_labels: np.ndarray, val_ids: 
                     last_save = time.monotonic()
                 if on_step is not None:
                     on_step(state["step"])
-            val_logits = predict_logits(model, val_ids, pad_id, label=f"validate epoch {epoch + 1}")
+            val_logits = predict_logits(model, val_ids, pad_id, label=f"validate epoch {epoch + 1}", bf16=bf16)
             acc = accuracy(val_logits, val_labels)
             state["history"].append({"epoch": epoch + 1, "step": state["step"], "train_loss_ema": ema,
                                      "val_accuracy": acc})
