@@ -4,6 +4,9 @@
 ``label``, ``teacher_logits``, ``teacher_probs``, ``embedding``; the last three are
 fixed-size float32 lists) and ``manifest.json``, written last. ``read_teacher_cache``
 checks everything a student relies on and fails with one sentence when something is off.
+Each Parquet file also carries Hugging Face ``datasets`` feature metadata (written by hand:
+nothing here imports ``datasets``), so ``load_dataset("parquet", data_dir=...)`` gives ``label``
+as a ``ClassLabel`` with the class names.
 """
 
 from __future__ import annotations
@@ -81,8 +84,24 @@ def library_versions(*names: str) -> dict[str, str]:
     return out
 
 
-def _table(split: TeacherSplit, num_classes: int, dim: int):
+def hf_features(class_names: list[str], dim: int) -> dict[str, Any]:
+    """The columns as Hugging Face ``datasets`` features (its JSON form): ``label`` is a ``ClassLabel``.
+
+    Fixed-size lists are written as ``Sequence`` with a length, which every ``datasets`` release
+    since 2.x reads (newer ones turn it into ``List``)."""
+    def floats(length: int) -> dict[str, Any]:
+        return {"feature": {"dtype": "float32", "_type": "Value"}, "length": int(length), "_type": "Sequence"}
+
+    return {"id": {"dtype": "string", "_type": "Value"}, "text": {"dtype": "string", "_type": "Value"},
+            "label": {"names": [str(n) for n in class_names], "_type": "ClassLabel"},
+            "teacher_logits": floats(len(class_names)), "teacher_probs": floats(len(class_names)),
+            "embedding": floats(dim)}
+
+
+def _table(split: TeacherSplit, class_names: list[str], dim: int):
     import pyarrow as pa
+
+    num_classes = len(class_names)
 
     def fixed(a: np.ndarray, width: int):
         a = np.ascontiguousarray(a, dtype=np.float32)
@@ -97,7 +116,7 @@ def _table(split: TeacherSplit, num_classes: int, dim: int):
             "teacher_probs": fixed(split.probs, num_classes),
             "embedding": fixed(split.embeddings, dim),
         }
-    )
+    ).replace_schema_metadata({"huggingface": json.dumps({"info": {"features": hf_features(class_names, dim)}})})
 
 
 def write_teacher_cache(
@@ -128,7 +147,7 @@ def write_teacher_cache(
         files = {}
         for name in SPLITS:
             path = pub.path / f"{name}.parquet"
-            pq.write_table(_table(splits[name], num_classes, dim), path, compression="zstd")
+            pq.write_table(_table(splits[name], class_names, dim), path, compression="zstd")
             files[name] = {"file": path.name, "rows": len(splits[name]), "sha256": sha256_file(path),
                            "bytes": path.stat().st_size}
         pub.manifest = {
