@@ -362,3 +362,62 @@ def test_packaged_smollm2_loads_offline_and_a_small_run_beats_chance(monkeypatch
     cache = read_teacher_cache(run_teacher(resolve(data=dcfg, teacher=tcfg)))
     assert cache.embedding_dim == 384 and cache.manifest["lora_trainable_params"] == 16_129_152
     assert cache.manifest["teacher_metrics"]["test"]["accuracy"] >= 0.8, cache.manifest["teacher_metrics"]
+
+
+# ---------------------------------------------------------------- the adapter outside this project
+
+
+def test_adapter_loads_with_auto_peft_its_tokenizer_and_labels_and_reproduces_the_cache(models_root, monkeypatch):
+    """A 3-class adapter: AutoPeftModelForSequenceClassification finds the base by the recorded path, the
+    tokenizer and labels.json come with it, and a padded batch gives the cached teacher logits."""
+    from peft import AutoPeftModelForSequenceClassification
+
+    from pipeline.models import model_identity
+    from stages.data.dataset import frame, write_dataset
+    from stages.teacher.run import run_teacher
+
+    names = ["sports", "world", "science"]
+    dcfg = DataConfig(task="thematic")
+    key = data_key(dcfg)
+    rng = np.random.default_rng(2)
+    write_dataset(data_path(dcfg, key), {s: frame([f"{text(rng, i % 2)} {s} {i}" for i in range(m)], [i % 3 for i in range(m)])
+                                         for s, m in (("train", 24), ("val", 9), ("test", 9))},
+                  task="thematic", class_names=names, key=key.full, inputs=key.inputs)
+    base = tiny_model_dir(models_root, "llama")
+    tcfg = tiny_teacher(base, epochs=1)
+    cache = read_teacher_cache(run_teacher(resolve(data=dcfg, teacher=tcfg)))
+    adapter = cache.path / "adapter"
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(base.resolve()) and config["task_type"] == "SEQ_CLS"
+    info = json.loads((adapter / "qdllm_adapter.json").read_text())
+    assert info["base_model"]["identity"] == model_identity(str(base)) and info["class_names"] == names
+    kw = json.loads((adapter / "labels.json").read_text())
+    assert kw["id2label"] == {"0": "sports", "1": "world", "2": "science"} and kw["label2id"]["science"] == 2
+    assert (adapter / "README.md").read_text().count("AutoPeftModelForSequenceClassification") >= 1
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tok = transformers.AutoTokenizer.from_pretrained(adapter)
+    assert tok.pad_token_id == kw["pad_token_id"] is not None  # the stage's pad token travels with the adapter
+    kw["id2label"] = {int(i): n for i, n in kw["id2label"].items()}  # as the adapter's README says
+    model = AutoPeftModelForSequenceClassification.from_pretrained(str(adapter), **kw).eval()
+    assert model.config.id2label == {0: "sports", 1: "world", 2: "science"}
+    test = cache.splits["test"]
+    x = tok(test.texts[:6], return_tensors="pt", padding=True, truncation=True, max_length=tcfg.max_length)
+    with torch.no_grad():
+        np.testing.assert_allclose(model(**x).logits.numpy(), test.logits[:6], atol=1e-4)
+
+
+def test_adapter_records_hub_commit_or_packaged_artifact(tmp_path):
+    from stages.teacher.model import base_model_record
+
+    snapshot = tmp_path / "snapshots" / ("ab" * 20)
+    rec = base_model_record("bloomz-1b1", "main", str(snapshot))
+    assert (rec["base_model_name_or_path"], rec["revision"], rec["source"]) == ("bigscience/bloomz-1b1", "ab" * 20, "hub")
+    converted = tmp_path / "SmolLM2-135M-Instruct.Q4_1-0123456789abcdef"
+    converted.mkdir()
+    (converted / "model.safetensors").write_bytes(b"weights")
+    rec = base_model_record("smollm2-135m", "main", str(converted))
+    assert rec["base_model_name_or_path"] == converted.name and rec["source"] == "packaged"
+    assert rec["identity"]["packaged"] == "smollm2-135m" and "sha256" in json.dumps(rec["identity"])
+    assert rec["converted_weights_sha256"] == {"model.safetensors": __import__("hashlib").sha256(b"weights").hexdigest()}
+    assert rec["converted_from"] == "HuggingFaceTB/SmolLM2-135M-Instruct"

