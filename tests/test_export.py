@@ -304,3 +304,22 @@ def test_bad_exports_fail_in_one_sentence_and_write_nothing(use_runs, tmp_path, 
     r = run_cli("student", "export", "--run", "nosuchrun", "--format", "qasm2", "--out", str(out),
                 env={"QDLLM_CACHE_DIR": str(use_runs.root / "cache")})
     assert r.returncode == 2 and "Traceback" not in r.stderr and "No complete student run" in r.stderr
+
+
+def test_counts_read_back_as_docs_say_give_the_ideal_expectations(use_runs, tmp_path):
+    """docs/student.md's recipe on a shot-based sampler: <Z_i> from counts (key printed c[n-1] first)."""
+    aer = pytest.importorskip("qiskit_aer.primitives")
+    from stages.student.export import export_run
+
+    out = export_run(use_runs("quantum", "paper"), "qasm2", tmp_path / "hw", split="test", limit=3)
+    records = [json.loads(line) for line in (out / "examples.jsonl").read_text().splitlines()]
+    files = sorted((out / "examples").glob("*.qasm"))
+    circuits = [qasm2.loads(f.read_text(), strict=True) for f in files]
+    shots = 20000
+    results = aer.SamplerV2(seed=1).run(circuits, shots=shots).result()
+    for record, result in zip(records, results):
+        counts = result.data.c.get_counts()
+        n = 5
+        z = np.array([sum(m * (1 if key[n - 1 - i] == "0" else -1) for key, m in counts.items()) / shots
+                      for i in range(n)])
+        np.testing.assert_allclose(z, record["expectations"], atol=5 / np.sqrt(shots))  # 5 standard errors at most
