@@ -297,6 +297,11 @@ def test_bad_exports_fail_in_one_sentence_and_write_nothing(use_runs, tmp_path, 
         with pytest.raises(QdllmError, match=re.escape(expected)) as err:
             export.export_run(kw.pop("run"), kw.pop("fmt"), kw.pop("out"), **kw)
         _one_sentence(str(err.value))
+    with monkeypatch.context() as mp:  # the run's teacher cache is not on this machine
+        mp.setenv("QDLLM_CACHE_DIR", str(tmp_path / "elsewhere"))
+        with pytest.raises(QdllmError, match="pull it") as err:
+            export.export_run(run, "qasm2", out, split="test")
+        _one_sentence(str(err.value))
     monkeypatch.setattr(export, "to_qasm2", lambda *a: (_ for _ in ()).throw(RuntimeError("disk full")))
     with pytest.raises(RuntimeError):
         export.export_run(run, "qasm2", out, split="test")

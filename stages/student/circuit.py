@@ -210,7 +210,8 @@ def _gate_lines(spec: CircuitSpec, theta: np.ndarray, enc_angle, qubit) -> list[
 
 def _header(version: str, spec: CircuitSpec, what: str) -> list[str]:
     return [f"OPENQASM {version};", 'include "qelib1.inc";' if version == "2.0" else 'include "stdgates.inc";',
-            f"// qd-llm quantum student: variant {spec.variant}, {spec.n_qubits} qubits, {spec.n_layers} ansatz layer(s), "
+            f"// qd-llm quantum student: variant {spec.variant}, {spec.n_qubits} qubits, "
+            f"{spec.n_layers} ansatz layer(s), "
             f"{spec.n_params} trained angles (bound below).", f"// {what}",
             *(f"// {line}" for line in QASM_CONVENTIONS)]
 
@@ -251,7 +252,8 @@ def to_qasm(spec: CircuitSpec, theta: np.ndarray) -> str:
 
 
 def to_qasm3(spec: CircuitSpec, theta: np.ndarray, z=None, comment: str = "") -> str:
-    """OpenQASM 3.0: trained angles bound; the encoding angles are ``input float[64] z0 .. z{n-1}`` unless ``z`` binds them."""
+    """OpenQASM 3.0 with the trained angles bound; the encoding angles are ``input float[64] z0 .. z{n-1}``,
+    or bound too when ``z`` is given."""
     n = spec.n_qubits
     if z is None:
         what = comment or "one circuit for every example: bind the inputs z_i = (W e + b)_i of an example."

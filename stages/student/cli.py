@@ -140,12 +140,13 @@ def export(
     fmt: str = typer.Option(..., "--format", help="qasm2 (every angle bound per example) | qasm3 (encoding angles "
                                                   "as inputs, one file for every example)."),
     out: Path = typer.Option(..., "--out", help="New directory to write (must not exist, or be empty)."),
-    texts: Annotated[Optional[Path], typer.Option("--texts", help="Also one bound circuit per line of this file.")] = None,
+    texts: Annotated[Optional[Path], typer.Option(
+        "--texts", help="Also one bound circuit per line of this file.")] = None,
     split: Annotated[Optional[str], typer.Option(
         "--split", help="Also one bound circuit per example of this split of the run's teacher cache.")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N examples.")] = None,
 ) -> None:
-    """Export the best-validation seed as OpenQASM, with the encoder and head, to run on hardware or other simulators."""
+    """Export the best-validation seed as OpenQASM with its encoder and head, to run on hardware or elsewhere."""
     from stages.student.export import export_run
 
     path = export_run(run, fmt, out, texts=texts, split=split, limit=limit)

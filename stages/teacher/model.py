@@ -170,7 +170,8 @@ def _adapter_card(base: dict, class_names: list[str], info: dict) -> str:
              "local": f"the local directory `{base['base_model_name_or_path']}` (weights' sha256 in "
                       f"`{ADAPTER_INFO}`)",
              "packaged": f"qd-llm's packaged model converted to `{base['base_model_name_or_path']}` (artifact and "
-                         f"converted weights' sha256 in `{ADAPTER_INFO}`; {base.get('how_to_get', '')})"}[base["source"]]
+                         f"converted weights' sha256 in `{ADAPTER_INFO}`; {base.get('how_to_get', '')})",
+             }[base["source"]]
     load_base = "" if hub else (
         "\nThe base is not on the hub under that name: load it from its directory and attach the adapter:\n\n"
         "```python\nfrom peft import PeftModel\nfrom transformers import AutoModelForSequenceClassification\n"
@@ -184,8 +185,10 @@ def _adapter_card(base: dict, class_names: list[str], info: dict) -> str:
                               "from peft import AutoPeftModelForSequenceClassification",
                               "from transformers import AutoTokenizer", "",
                               'adapter = "path/to/adapter"',
-                              f'kw = json.load(open(f"{{adapter}}/{ADAPTER_KWARGS}"))  # id2label, label2id, pad_token_id',
-                              'kw["id2label"] = {int(i): name for i, name in kw["id2label"].items()}  # JSON keys are strings',
+                              f'kw = json.load(open(f"{{adapter}}/{ADAPTER_KWARGS}"))'
+                              "  # id2label, label2id, pad_token_id",
+                              'kw["id2label"] = {int(i): name for i, name in kw["id2label"].items()}'
+                              "  # JSON keys are strings",
                               "model = AutoPeftModelForSequenceClassification.from_pretrained(adapter, **kw).eval()",
                               "tok = AutoTokenizer.from_pretrained(adapter)",
                               "logits = model(**tok([\"some text\"], return_tensors=\"pt\")).logits", "```",
