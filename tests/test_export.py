@@ -305,7 +305,8 @@ def test_bad_exports_fail_in_one_sentence_and_write_nothing(use_runs, tmp_path, 
     monkeypatch.setattr(export, "to_qasm2", lambda *a: (_ for _ in ()).throw(RuntimeError("disk full")))
     with pytest.raises(RuntimeError):
         export.export_run(run, "qasm2", out, split="test")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["full"]  # no partial directory, no temporary sibling
+    assert not out.exists() and not list(tmp_path.glob(".out*"))  # no partial directory, no temporary sibling
+    assert list((tmp_path / "full").iterdir()) == [tmp_path / "full" / "x"]
     r = run_cli("student", "export", "--run", "nosuchrun", "--format", "qasm2", "--out", str(out),
                 env={"QDLLM_CACHE_DIR": str(use_runs.root / "cache")})
     assert r.returncode == 2 and "Traceback" not in r.stderr and "No complete student run" in r.stderr
