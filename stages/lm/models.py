@@ -16,13 +16,16 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from pipeline import keys, paths
-from pipeline.artifacts import ARTIFACTS, extract
+from pipeline.artifacts import ARTIFACTS, extract, extract_split
 from pipeline.errors import QdllmError
 from pipeline.models import (
     MODEL_ALIASES,
     OFFLINE_DEFAULT,
     PACKAGED_EMBEDDERS,
     PACKAGED_MODELS,
+    STATIC_DISTILL,
+    STATIC_SUFFIX,
+    embedder_identity,
     model_identity,
     weight_files,
 )
@@ -165,9 +168,14 @@ def resolve_model_dir(name: str, revision: str = "main") -> str:
 
 
 def resolve_embedder_dir(name: str) -> str:
-    """Local directory of a frozen sentence encoder: packaged MiniLM, a hub id or a local directory."""
+    """Local directory of a frozen sentence encoder: packaged MiniLM or mpnet, a static distillation of an encoder
+    (``<name>-static``, made once), a hub id or a local directory."""
+    if name.endswith(STATIC_SUFFIX) and name != STATIC_SUFFIX:
+        return str(static_embedder_dir(name[: -len(STATIC_SUFFIX)]))
     if name in PACKAGED_EMBEDDERS:
         spec = PACKAGED_EMBEDDERS[name]
+        if "split_archive" in spec:
+            return str(extract_split(spec["split_archive"], spec["member"]))
         return str(extract(spec["artifact"], spec["member"]))
     path = Path(name)
     if path.is_dir():
@@ -181,6 +189,32 @@ def resolve_embedder_dir(name: str) -> str:
             "or a hub id like org/name."
         )
     return _snapshot(hub_id, "main", "embedder")
+
+
+def static_embedder_dir(base: str) -> Path:
+    """``base`` distilled into static token vectors with model2vec, once, into the download cache.
+
+    Every vocabulary token goes through the encoder once; the output vectors are reduced with PCA and weighted
+    by token frequency (model2vec's recipe). Encoding a text is then a lookup and a mean."""
+    out = paths.download_dir() / "static" / f"{Path(base).name}-{keys.short(keys.digest(embedder_identity(base)))}"
+    if is_complete(out):
+        return out
+    source = resolve_embedder_dir(base)
+    with key_lock(out):
+        if is_complete(out):
+            return out
+        set_offline(True)
+        try:
+            from model2vec.distill import distill
+        except ImportError as e:
+            raise QdllmError(f"Distilling a static embedder needs model2vec's distiller ({e.name} is missing); "
+                             "install the teacher extra (`make setup`).") from None
+        log.info("distilling %s into static token vectors (once; a few minutes)", base)
+        model = distill(model_name=source, pca_dims=STATIC_DISTILL["pca_dims"])
+        with publish_dir(out) as pub:
+            model.save_pretrained(str(pub.path))
+            pub.manifest = {"kind": "static-embedder", "identity": embedder_identity(base + STATIC_SUFFIX)}
+    return out
 
 
 # ---------------------------------------------------------------- loading

@@ -119,10 +119,9 @@ def predict(
     if not name or name == "teacher-input":
         raise QdllmError("This run's embeddings come from the teacher LLM's input layer, so predicting new texts "
                          "would need the LLM; train from a cache made with a separate embedder (e.g. --embedder minilm).")
-    from stages.lm.embed import encode_texts  # torch/transformers: only here, for the frozen embedder
-    from stages.lm.models import resolve_embedder_dir
+    from stages.lm.embed import embed_texts  # a transformer embedder loads torch here; a static one does not
 
-    emb = encode_texts(resolve_embedder_dir(name), items)
+    emb = embed_texts(name, items)
     if emb.shape[1] != model.dim:
         raise QdllmError(f"The embedder {name!r} gives dim {emb.shape[1]} but the student expects {model.dim}; "
                          "the run and its embedder do not match.")

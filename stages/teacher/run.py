@@ -136,12 +136,12 @@ def _build(dcfg, tcfg, dkey: str, tkey, dpath: Path, final: Path, train_kwargs: 
         source = f"teacher-input ({tcfg.model}, input-embedding layer, mean over non-pad tokens)"
     else:
         del model
-        enc_dir = models.resolve_embedder_dir(tcfg.embedder)
         flat = [x for s in SPLITS for x in all_texts[s]]
-        vectors = embed.encode_texts(enc_dir, flat, label=f"embeddings ({tcfg.embedder})")
+        vectors = embed.embed_texts(tcfg.embedder, flat, label=f"embeddings ({tcfg.embedder})")
         cuts = np.cumsum([len(all_texts[s]) for s in SPLITS])[:-1]
         emb = dict(zip(SPLITS, np.split(vectors, cuts)))
-        source = f"{tcfg.embedder} (last hidden state, mean-pooled over tokens, max {embed.ENCODER_MAX_LENGTH} tokens)"
+        source = (f"{tcfg.embedder} (model2vec static token vectors, mean over tokens)" if tcfg.embedder.endswith("-static")
+                  else f"{tcfg.embedder} (last hidden state, mean-pooled over tokens, max {embed.ENCODER_MAX_LENGTH} tokens)")
     lap("embeddings")
 
     splits = {}
