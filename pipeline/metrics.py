@@ -39,3 +39,23 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
 def mean_std(values) -> dict:
     v = np.asarray(list(values), dtype=float)
     return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
+
+
+def agreement(student_logits: np.ndarray, teacher_logits: np.ndarray) -> float:
+    """Share of examples where the student's class equals the teacher's."""
+    if len(student_logits) == 0:
+        return 0.0
+    return float((np.asarray(student_logits).argmax(1) == np.asarray(teacher_logits).argmax(1)).mean())
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """ECE: confidence-vs-accuracy gap of the top class, averaged over equal-width confidence bins by their size."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if len(probs) == 0:
+        return 0.0
+    conf, pred = probs.max(1), probs.argmax(1)
+    correct = (pred == np.asarray(labels)).astype(np.float64)
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    count = np.bincount(which, minlength=bins)
+    gap = np.abs(np.bincount(which, correct, bins) - np.bincount(which, conf, bins))
+    return float(gap.sum() / len(probs)) if count.sum() else 0.0

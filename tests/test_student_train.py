@@ -108,7 +108,8 @@ def test_cli_trains_publishes_and_skips(isolated_dirs):
         seed = metrics["seeds"][0]
         assert set(seed["curves"]) == {"epoch", "train_loss", "val_loss", "train_accuracy", "val_accuracy"}
         assert len(seed["curves"]["epoch"]) == 2 and 1 <= seed["best_epoch"] <= 2
-        assert set(seed["test"]) == {"accuracy", "precision", "recall", "f1", "confusion"}
+        assert set(seed["test"]) == {"accuracy", "precision", "recall", "f1", "confusion", "agreement", "ece"}
+        assert 0 <= seed["test"]["agreement"] <= 1 and 0 <= seed["test"]["ece"] <= 1
         assert seed["test"]["accuracy"] > 0.5 or metrics["model"] == "quantum"
         summary = metrics["summary"]
         assert set(summary["test"]["f1"]) == {"mean", "std"}

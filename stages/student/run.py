@@ -81,7 +81,8 @@ def check_compatible(model: FlatModel, cache) -> None:
 
 
 def _summary(seeds: list[dict], trainable: int) -> dict:
-    out = {split: {m: mean_std(s[split][m] for s in seeds) for m in ("accuracy", "precision", "recall", "f1")}
+    out = {split: {m: mean_std(s[split][m] for s in seeds if m in s[split])
+                   for m in ("accuracy", "precision", "recall", "f1", "agreement", "ece")}
            for split in ("test", "val")}
     out["train_seconds_per_epoch"] = mean_std(s["train_seconds_per_epoch"] for s in seeds)
     out["inference_us_per_example"] = mean_std(s["inference_us_per_example"] for s in seeds)

@@ -12,7 +12,7 @@ from functools import cache
 
 import numpy as np
 
-from pipeline.metrics import classification_metrics
+from pipeline.metrics import agreement, classification_metrics, expected_calibration_error, softmax
 from stages.student.losses import distill_loss
 from stages.student.model import AdamParameters, FlatModel
 
@@ -67,9 +67,13 @@ def predict_logits(model: FlatModel, flat: np.ndarray, x: np.ndarray) -> np.ndar
 
 
 def evaluate(model, flat, split: Split, cfg) -> tuple[float, dict]:
+    """Loss and metrics on a split, with the agreement with the teacher and the expected calibration error."""
     logits = predict_logits(model, flat, split.x)
     loss, _ = distill_loss(logits, split.y, split.teacher_logits, cfg.loss, cfg.alpha, cfg.temperature)
-    return loss, classification_metrics(split.y, logits.argmax(1), model.num_classes)
+    metrics = classification_metrics(split.y, logits.argmax(1), model.num_classes)
+    metrics["agreement"] = agreement(logits, split.teacher_logits)
+    metrics["ece"] = expected_calibration_error(softmax(logits), split.y)
+    return loss, metrics
 
 
 def train_epoch(model, opt: AdamParameters, flat, data: Split, cfg, rng, on_batch=None):

@@ -21,6 +21,7 @@ from pipeline import paths
 from pipeline.cache import SPLITS, TeacherSplit, write_teacher_cache
 from pipeline.errors import QdllmError
 from pipeline.metrics import classification_metrics, softmax
+from pipeline.probe import probe_ceiling
 from pipeline.plan import Plan
 from pipeline.publish import MANIFEST, _fsync_tree, is_complete, key_lock
 
@@ -151,9 +152,14 @@ def _build(dcfg, tcfg, dkey: str, tkey, dpath: Path, final: Path, train_kwargs: 
                                  logits=logits[s].astype(np.float32), probs=softmax(logits[s]).astype(np.float32),
                                  embeddings=emb[s].astype(np.float32))
     n_classes = len(class_names)
+    probe = probe_ceiling(splits["train"].embeddings, splits["train"].labels, splits["val"].embeddings,
+                          splits["val"].labels, splits["test"].embeddings, splits["test"].labels, n_classes)
+    lap("probe")
     extra = {
         "teacher_metrics": {s: classification_metrics(labels[s][export_idx[s]], logits[s].argmax(1), n_classes)
                             for s in ("val", "test")},
+        # a logistic regression on the cached embeddings alone: the teacher must beat it for distillation to help
+        "probe_ceiling": probe,
         "lora_trainable_params": int(n_trainable),
         "model": tcfg.model,
         "embedder": tcfg.embedder,
@@ -187,6 +193,7 @@ def _build(dcfg, tcfg, dkey: str, tkey, dpath: Path, final: Path, train_kwargs: 
     os.rename(staged, final)
     shutil.rmtree(wdir, ignore_errors=True)
     m = extra["teacher_metrics"]
-    log.info("teacher cache %s: val accuracy %.4f, test accuracy %.4f, %.0f s", final, m["val"]["accuracy"],
-             m["test"]["accuracy"], time.perf_counter() - t0)
+    log.info("teacher cache %s: val accuracy %.4f, test accuracy %.4f (probe ceiling on its embeddings: test %.4f), "
+             "%.0f s", final, m["val"]["accuracy"], m["test"]["accuracy"], probe["test"]["accuracy"],
+             time.perf_counter() - t0)
 
