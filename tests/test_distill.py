@@ -29,7 +29,8 @@ def test_probe_ceiling_comes_from_the_cache_alone(tmp_path):
     cache = read_teacher_cache(write_synthetic_cache(tmp_path / "c", n=300, dim=16))
     probe = probe_of_cache(cache)
     assert probe["test"]["accuracy"] >= 0.9 and probe["val"]["accuracy"] >= 0.9
+    rng = np.random.default_rng(0)
     for split in cache.splits.values():  # embeddings that carry no signal: the probe is at chance
-        split.embeddings = np.random.default_rng(0).normal(size=split.embeddings.shape).astype(np.float32)
+        split.embeddings = rng.normal(size=split.embeddings.shape).astype(np.float32)
     assert probe_of_cache(cache)["test"]["accuracy"] < 0.7
     assert distillation_can_help(0.85, 0.80) and not distillation_can_help(0.80, 0.80)
