@@ -206,11 +206,18 @@ def checkpoint_metadata(model: FlatModel, config: dict, class_names: list[str], 
 
 
 def save_weights(path: Path, model: FlatModel, flat: np.ndarray, metadata: dict[str, str]) -> None:
-    """One seed's parameters as named float64 tensors: the names and shapes of ``model.shapes``."""
-    from safetensors.numpy import save_file
+    """One seed's parameters as named float64 tensors: the names and shapes of ``model.shapes``.
+
+    The same weights give the same bytes: safetensors writes its metadata in hash order, which changes
+    from process to process, so the header is written again with sorted keys (offsets are unaffected)."""
+    from safetensors.numpy import save
 
     tensors = {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in model.unpack(flat).items()}
-    save_file(tensors, str(path), metadata=metadata)
+    blob = save(tensors, metadata=metadata)
+    size = int.from_bytes(blob[:8], "little")
+    header = json.dumps(json.loads(blob[8:8 + size]), sort_keys=True, separators=(",", ":")).encode("utf-8")
+    header += b" " * (-len(header) % 8)  # the data stays 8-byte aligned, as safetensors pads it
+    Path(path).write_bytes(len(header).to_bytes(8, "little") + header + blob[8 + size:])
 
 
 @dataclass
