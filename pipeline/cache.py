@@ -74,6 +74,48 @@ class TeacherCache:
         return str(self.manifest["key"])
 
 
+@dataclass(frozen=True)
+class TeacherManifest:
+    """What a student and the report read from a teacher cache's manifest.json (written by ``write_teacher_cache``
+    and ``stages.teacher.run``), by name instead of by guessed keys."""
+
+    key: str
+    inputs: dict[str, Any]
+    task: str
+    class_names: list[str]
+    embedding_dim: int
+    teacher_metrics: dict[str, Any]
+    probe_ceiling: dict[str, Any] | None
+    lora_trainable_params: int | None
+    data_key: str | None
+
+    @classmethod
+    def from_dict(cls, m: dict[str, Any]) -> "TeacherManifest":
+        return cls(key=str(m["key"]), inputs=dict(m.get("inputs") or {}), task=str(m.get("task", "")),
+                   class_names=list(m["class_names"]), embedding_dim=int(m["embedding_dim"]),
+                   teacher_metrics=dict(m.get("teacher_metrics") or {}), probe_ceiling=m.get("probe_ceiling"),
+                   lora_trainable_params=m.get("lora_trainable_params"),
+                   data_key=m.get("data_key") or (m.get("inputs") or {}).get("data_key"))
+
+    @property
+    def model_identity(self) -> dict[str, Any] | None:
+        return self.inputs.get("model")
+
+    @property
+    def embedder_identity(self) -> dict[str, Any] | None:
+        return self.inputs.get("embedder")
+
+    @property
+    def embedder_name(self) -> str | None:
+        """The ``--embedder`` the cache was made with (what ``student predict`` loads for new texts)."""
+        return (self.inputs.get("config") or {}).get("embedder")
+
+
+def teacher_manifest(path: Path) -> TeacherManifest:
+    """The manifest of a complete teacher cache, checked (``read_manifest``) and typed."""
+    return TeacherManifest.from_dict(read_manifest(path))
+
+
 def library_versions(*names: str) -> dict[str, str]:
     out = {"python": platform.python_version()}
     for n in names:

@@ -62,7 +62,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
 # Modules of stage packages that decide no output: command lines, inspection, parameter counting.
 NOT_CONTENT: tuple[str, ...] = (
     "stages/data/cli.py", "stages/data/info.py", "stages/data/stego_cli.py", "stages/teacher/cli.py",
-    "stages/student/cli.py", "stages/report/cli.py",
+    "stages/student/cli.py", "stages/student/export.py", "stages/report/cli.py",
 )
 
 

@@ -194,7 +194,9 @@ def test_ablations_vary_one_factor_at_a_time_and_compare_losses_with_classical_t
 
 
 def _results(root) -> dict:
-    """Every run's metrics without timings, and its checkpoint bytes, by run key."""
+    """Every run's metrics without timings, and its checkpoint tensors' bytes, by run key."""
+    from safetensors import safe_open
+
     out = {}
     for run in sorted(p for p in (root / "cache" / "student").iterdir() if not p.name.startswith(".")):
         metrics = json.loads((run / "metrics.json").read_text())
@@ -202,7 +204,11 @@ def _results(root) -> dict:
             for k in ("train_seconds_per_epoch", "train_seconds_total", "inference_us_per_example"):
                 s.pop(k)
         metrics.pop("summary")
-        ckpts = {p.name: p.read_bytes() for p in sorted(run.iterdir()) if p.name.startswith("weights-")}
+        ckpts = {}
+        for p in sorted(run.iterdir()):
+            if p.name.startswith("weights-"):  # tensors bit for bit (metadata key order in the file may vary)
+                with safe_open(str(p), "numpy") as f:
+                    ckpts[p.name] = (f.metadata(), {k: f.get_tensor(k).tobytes() for k in f.keys()})
         out[run.name] = (metrics, ckpts)
     return out
 

@@ -115,7 +115,7 @@ def predict(
     if not items:
         raise QdllmError("Give texts to classify as arguments or with --file FILE (one per line).")
     manifest, model, weights = load_run(run)
-    name = manifest.get("embedder_name")
+    name = manifest.embedder_name
     if not name or name == "teacher-input":
         raise QdllmError("This run's embeddings come from the teacher LLM's input layer, so predicting new texts "
                          "would need the LLM; train from a cache made with a separate embedder (e.g. --embedder minilm).")
@@ -127,7 +127,7 @@ def predict(
                          "the run and its embedder do not match.")
     logits = predict_logits(model, weights, emb.astype(np.float64))
     probs = softmax(logits)
-    names = manifest["class_names"]
+    names = manifest.class_names
     for text, p in zip(items, probs):
         print(json.dumps({"text": text, "label": names[int(p.argmax())],
                           "probs": {n: round(float(v), 4) for n, v in zip(names, p)}}, ensure_ascii=False))

@@ -74,7 +74,7 @@ def check_request(fmt: str, out: Path, texts: Path | None, split: str | None, li
 def load_quantum_run(run: str | Path) -> LoadedRun:
     loaded = load_best(run)
     if not isinstance(loaded.model, QuantumStudent):
-        kind = loaded.manifest.get("config", {}).get("model", "classical")
+        kind = loaded.manifest.config.get("model", "classical")
         raise QdllmError(f"The run {loaded.path.name} is a classical ({kind}) student, which has no circuit to export; "
                          "export a quantum run (trained with --student-model quantum).")
     return loaded
@@ -82,15 +82,14 @@ def load_quantum_run(run: str | Path) -> LoadedRun:
 
 def embed_texts(loaded: LoadedRun, texts: list[str]) -> np.ndarray:
     """Embeddings of new texts with the run's frozen embedder (torch/transformers load only here)."""
-    name = loaded.manifest.get("embedder_name")
+    name = loaded.manifest.embedder_name
     if not name or name == "teacher-input":
         raise QdllmError("This run's embeddings come from the teacher LLM's input layer, so embedding new texts "
                          "would need the LLM; use --split NAME, or a run trained on a cache made with a separate "
                          "embedder (e.g. --embedder minilm).")
-    from stages.lm.embed import encode_texts
-    from stages.lm.models import resolve_embedder_dir
+    from stages.lm.embed import embed_texts as embed  # a transformer loads torch here; a static embedder does not
 
-    emb = encode_texts(resolve_embedder_dir(name), texts)
+    emb = embed(name, texts)
     if emb.shape[1] != loaded.model.dim:
         raise QdllmError(f"The embedder {name!r} gives dim {emb.shape[1]} but the student expects {loaded.model.dim}; "
                          "the run and its embedder do not match.")
@@ -99,7 +98,7 @@ def embed_texts(loaded: LoadedRun, texts: list[str]) -> np.ndarray:
 
 def load_examples(loaded: LoadedRun, texts_file: Path | None, split: str | None, limit: int | None) -> Examples:
     if split is not None:
-        tkey = loaded.manifest.get("teacher_key", "")
+        tkey = loaded.manifest.teacher_key
         tdir = paths.teacher_dir(tkey)
         if not is_complete(tdir):
             raise QdllmError(f"The teacher cache {tkey} this run was trained on is not under {tdir.parent}; pull it "
@@ -132,7 +131,7 @@ def export_run(run: str | Path, fmt: str, out: Path, *, texts: Path | None = Non
     loaded = load_quantum_run(run)
     model, flat = loaded.model, loaded.weights
     spec, p = model.spec, model.unpack(flat)
-    names = list(loaded.manifest["class_names"])
+    names = list(loaded.manifest.class_names)
     examples = load_examples(loaded, texts, split, limit) if (texts is not None or split is not None) else None
 
     head = {"class_names": names, "n_qubits": spec.n_qubits, "weight": p["head_w"].tolist(),
@@ -142,8 +141,8 @@ def export_run(run: str | Path, fmt: str, out: Path, *, texts: Path | None = Non
     encoder = {"input_scaling": model.input_scaling, "scale": SCALING[model.input_scaling],
                "weight": p["enc_w"].tolist(), "bias": p["enc_b"].tolist(),
                "angles": "z = scale(e) @ weight + bias; z[i] is the rx angle of qubit q[i]",
-               "embedding_dim": model.dim, "embedder": loaded.manifest.get("embedder_name"),
-               "embedder_identity": loaded.manifest.get("embedder")}
+               "embedding_dim": model.dim, "embedder": loaded.manifest.embedder_name,
+               "embedder_identity": loaded.manifest.embedder}
     out.parent.mkdir(parents=True, exist_ok=True)
     with publish_dir(out) as pub:  # an existing --out is empty (checked above): publish_dir replaces it
         circuit = to_qasm(spec, p["theta"]) if fmt == "qasm2" else to_qasm3(spec, p["theta"])
@@ -174,8 +173,8 @@ def export_run(run: str | Path, fmt: str, out: Path, *, texts: Path | None = Non
             (pub.path / "examples.jsonl").write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
             files += ["examples.jsonl", f"{EXAMPLES_DIR}/"]
         pub.manifest = {
-            "kind": "student-export", "format": fmt, "run": loaded.path.name, "run_key": loaded.manifest.get("key"),
-            "seed": loaded.seed, "task": loaded.manifest.get("task"), "class_names": names,
+            "kind": "student-export", "format": fmt, "run": loaded.path.name, "run_key": loaded.manifest.key,
+            "seed": loaded.seed, "task": loaded.manifest.task, "class_names": names,
             "variant": spec.variant, "n_qubits": spec.n_qubits, "n_layers": spec.n_layers,
             "circuit_params": spec.n_params, "source": examples.source if examples else None,
             "examples": len(examples.rows) if examples else 0, "files": files,

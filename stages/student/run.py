@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from pipeline import paths
-from pipeline.cache import read_manifest, read_teacher_cache
+from pipeline.cache import TeacherManifest, read_teacher_cache, teacher_manifest
 from pipeline.config import StudentConfig
 from pipeline.console import progress
 from pipeline.errors import QdllmError
@@ -59,7 +59,7 @@ def teacher_caches(task: str | None = None, teacher_key: str | None = None, remo
         return [path]
     found = sorted(p for p in root.glob("*") if p.is_dir() and not p.name.startswith(".") and is_complete(p))
     if task:
-        found = [p for p in found if read_manifest(p).get("task") == task]
+        found = [p for p in found if teacher_manifest(p).task == task]
     if not found:
         what = f"for task {task!r} " if task else ""
         raise QdllmError(f"No teacher cache {what}under {root}; build one with `make teacher TASK={task or '...'}` "
@@ -93,13 +93,41 @@ def _summary(seeds: list[dict], trainable: int) -> dict:
     return out
 
 
-def _teacher_info(manifest: dict) -> dict:
-    metrics = manifest.get("teacher_metrics") or {}
-    inputs = manifest.get("inputs") or {}
-    info = {"val": metrics.get("val"), "test": metrics.get("test"), "model": inputs.get("model"),
-            "embedder": inputs.get("embedder"),
-            "lora_trainable_params": manifest.get("lora_trainable_params", metrics.get("lora_trainable_params"))}
+def _teacher_info(t: TeacherManifest) -> dict:
+    info = {"val": t.teacher_metrics.get("val"), "test": t.teacher_metrics.get("test"), "model": t.model_identity,
+            "embedder": t.embedder_identity, "lora_trainable_params": t.lora_trainable_params,
+            "probe_ceiling": t.probe_ceiling}
     return {k: v for k, v in info.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class RunManifest:
+    """manifest.json of a student run: written last by ``publish_run``, read back by ``load_best``."""
+
+    key: str
+    inputs: dict
+    teacher_key: str
+    task: str
+    class_names: list[str]
+    config: dict
+    embedding_dim: int
+    embedder: dict | None  # the teacher cache's embedder identity
+    embedder_name: str | None  # its --embedder: what `predict` and `export --texts` load for new texts
+    created: str
+    kind: str = "student-run"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, m: dict) -> "RunManifest":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in m.items() if k in names})
+
+    @property
+    def student_config(self) -> StudentConfig:
+        return StudentConfig(**{k: (tuple(v) if k == "seeds" else v) for k, v in self.config.items()
+                                if k in StudentConfig.__dataclass_fields__})
 
 
 def run_dir(teacher_dir: Path, cfg: StudentConfig) -> Path:
@@ -152,7 +180,7 @@ def run_student(teacher_dir: Path, cfg: StudentConfig, verify_hashes: bool = Tru
 
 def publish_run(teacher_dir: Path, cfg: StudentConfig, results: list[SeedResult]) -> Path:
     """Write the run of ``cfg`` from its seeds' results (in ``cfg.seeds`` order) and publish it atomically."""
-    manifest = read_manifest(teacher_dir)
+    teacher = teacher_manifest(teacher_dir)
     tkey = Path(teacher_dir).name
     skey = student_key(tkey, cfg)
     final = student_path(skey)
@@ -165,9 +193,9 @@ def publish_run(teacher_dir: Path, cfg: StudentConfig, results: list[SeedResult]
         config["circuit_params"] = model.spec.n_params
     elif hasattr(model, "hidden"):
         config["hidden"] = model.hidden
-    metrics = {"task": manifest.get("task"), "teacher_key": tkey, "model": cfg.model, "config": config,
+    metrics = {"task": teacher.task, "teacher_key": tkey, "model": cfg.model, "config": config,
                "class_names": cache.class_names, "trainable_params": model.size,
-               "teacher": _teacher_info(manifest), "seeds": seeds, "summary": _summary(seeds, model.size)}
+               "teacher": _teacher_info(teacher), "seeds": seeds, "summary": _summary(seeds, model.size)}
     with publish_dir(final) as pub:
         for r in results:
             save_weights(pub.path / WEIGHTS.format(seed=r.seed), model, r.weights,
@@ -180,12 +208,11 @@ def publish_run(teacher_dir: Path, cfg: StudentConfig, results: list[SeedResult]
             theta = model.unpack(best.weights)["theta"]
             (pub.path / "circuit.qasm").write_text(to_qasm(model.spec, theta), encoding="utf-8")
             write_svg(model.spec, pub.path / "circuit.svg")
-        pub.manifest = {"kind": "student-run", "key": skey.full, "inputs": skey.inputs, "teacher_key": tkey,
-                        "task": manifest.get("task"), "class_names": cache.class_names, "config": config,
-                        "embedding_dim": cache.embedding_dim,
-                        "embedder": (manifest.get("inputs") or {}).get("embedder"),
-                        "embedder_name": ((manifest.get("inputs") or {}).get("config") or {}).get("embedder"),
-                        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        pub.manifest = RunManifest(
+            key=skey.full, inputs=skey.inputs, teacher_key=tkey, task=teacher.task, class_names=cache.class_names,
+            config=config, embedding_dim=cache.embedding_dim, embedder=teacher.embedder_identity,
+            embedder_name=teacher.embedder_name, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        ).to_dict()
     s = metrics["summary"]["test"]["accuracy"]
     log.info("test accuracy %.4f ± %.4f → %s", s["mean"], s["std"], final)
     return final
@@ -223,7 +250,7 @@ def save_weights(path: Path, model: FlatModel, flat: np.ndarray, metadata: dict[
 @dataclass
 class LoadedRun:
     path: Path
-    manifest: dict
+    manifest: RunManifest
     metrics: dict
     model: FlatModel
     weights: np.ndarray  # flat vector of the best-validation seed
@@ -245,13 +272,11 @@ def load_best(run: str | Path) -> LoadedRun:
     """A published run with the weights of its best-validation seed (what ``predict`` and ``export`` use)."""
     path = run_path(run)
     try:
-        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        manifest = RunManifest.from_dict(json.loads((path / MANIFEST).read_text(encoding="utf-8")))
         metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, TypeError):
         raise QdllmError(f"{path} has an unreadable manifest.json or metrics.json; retrain the run.") from None
-    cfg = StudentConfig(**{**{k: v for k, v in manifest["config"].items() if k in StudentConfig.__dataclass_fields__},
-                           "seeds": tuple(manifest["config"]["seeds"])})
-    model = build_model(cfg, int(manifest["embedding_dim"]), len(manifest["class_names"]))
+    model = build_model(manifest.student_config, int(manifest.embedding_dim), len(manifest.class_names))
     seed = int(metrics["seeds"][best_seed_index(metrics["seeds"])]["seed"])
     checkpoint = path / WEIGHTS.format(seed=seed)
     return LoadedRun(path, manifest, metrics, model, load_weights(checkpoint, model), seed, checkpoint)
