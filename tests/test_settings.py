@@ -127,8 +127,9 @@ def test_options_before_a_subcommand_are_honoured_or_rejected(isolated_dirs):
     assert proc.returncode == 0, proc.stderr
     runs = visible(isolated_dirs / "cache" / "student")
     teachers = {json.loads((r / "manifest.json").read_text())["teacher_key"] for r in runs}
-    # around n=2: 4 losses + layers 1, 4 + qubits 4, 8, 11 quantum runs; logreg and mlp for each loss
-    assert teachers == {"t-hide"} and len(runs) == (4 + 2 + 3) + 2 * 4
+    # around n=2: 4 losses + layers 1, 4 + qubits 4, 8, 11 + temperatures 2, 4 quantum runs; logreg and mlp for
+    # each loss and each temperature
+    assert teachers == {"t-hide"} and len(runs) == (4 + 2 + 3 + 2) + 2 * (4 + 2)
     for args in (["student", "--loss", "ce", "ablations"], ["teacher", "--lora-r", "4", "params"],
                  ["data", "--seed", "3", "info"]):
         proc = run_cli(*args)

@@ -184,13 +184,15 @@ def test_ablations_vary_one_factor_at_a_time_and_compare_losses_with_classical_t
     cli.ablations(task=None, teacher_key=None, remote=None, seeds="0", full_grid=False)
     cli.ablations(task=None, teacher_key=None, remote=None, seeds="0", full_grid=True)
     default, full = seen
-    quantum = [(c.loss, c.n_layers, c.n_qubits) for c in default if c.model == "quantum"]
-    assert sorted(quantum) == sorted({("ce", 2, 11), ("kl", 2, 11), ("js", 2, 11), ("kl+js+ce", 2, 11),
-                                      ("kl+js+ce", 1, 11), ("kl+js+ce", 4, 11), ("kl+js+ce", 2, 4),
-                                      ("kl+js+ce", 2, 8)})
-    classical = sorted((c.model, c.loss) for c in default if c.model != "quantum")
-    assert classical == sorted((m, ls) for m in ("logreg", "mlp") for ls in cli.ABLATION_LOSSES)
-    assert len({c for c in full if c.model == "quantum"}) == 36
+    quantum = [(c.loss, c.n_layers, c.n_qubits, c.temperature) for c in default if c.model == "quantum"]
+    assert sorted(quantum) == sorted({("ce", 2, 11, 1.0), ("kl", 2, 11, 1.0), ("js", 2, 11, 1.0),
+                                      ("kl+js+ce", 2, 11, 1.0), ("kl+js+ce", 1, 11, 1.0), ("kl+js+ce", 4, 11, 1.0),
+                                      ("kl+js+ce", 2, 4, 1.0), ("kl+js+ce", 2, 8, 1.0), ("kl+js+ce", 2, 11, 2.0),
+                                      ("kl+js+ce", 2, 11, 4.0)})
+    classical = sorted((c.model, c.loss, c.temperature) for c in default if c.model != "quantum")
+    assert classical == sorted([(m, ls, 1.0) for m in ("logreg", "mlp") for ls in cli.ABLATION_LOSSES]
+                               + [(m, "kl+js+ce", T) for m in ("logreg", "mlp") for T in (2.0, 4.0)])
+    assert len({c for c in full if c.model == "quantum"}) == 108
 
 
 def _results(root) -> dict:

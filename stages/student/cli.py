@@ -28,6 +28,7 @@ Jobs = Annotated[Optional[int], typer.Option(
 ABLATION_LOSSES = ("ce", "kl", "js", "kl+js+ce")
 ABLATION_LAYERS = (1, 2, 4)
 ABLATION_QUBITS = (4, 8, 11)
+ABLATION_TEMPERATURES = (1.0, 2.0, 4.0)  # the authors' code used T = 2
 
 
 def _train_all(configs, task, teacher_key, remote, jobs: int | None = None) -> None:
@@ -70,10 +71,11 @@ def student(
 @with_settings(student=StudentConfig)
 def ablations(student, ctx: typer.Context = None, task: TaskSel = None, teacher_key: KeySel = None, remote: Remote = None,
               jobs: Jobs = None, full_grid: bool = typer.Option(
-                  False, "--full-grid", help="All 4×3×3 combinations instead of one factor at a time.")) -> None:
-    """Loss {ce, kl, js, kl+js+ce} × layers {1, 2, 4} × qubits {4, 8, 11}, one factor varied at a time around
-    the given settings (default n=11, L=2, kl+js+ce): 4 + 2 + 2 = 8 quantum runs per cache; ``--full-grid`` trains
-    all 36. Each loss is also trained with the logreg and MLP baselines, so the loss table compares like with like."""
+                  False, "--full-grid", help="All 4×3×3×3 combinations instead of one factor at a time.")) -> None:
+    """Loss {ce, kl, js, kl+js+ce} × layers {1, 2, 4} × qubits {4, 8, 11} × temperature {1, 2, 4}, one factor
+    varied at a time around the given settings (default n=11, L=2, kl+js+ce, T=1): 4 + 2 + 2 + 2 = 10 quantum runs
+    per cache; ``--full-grid`` trains all 108. Each loss and temperature is also trained with the logreg and MLP
+    baselines, so the tables compare like with like."""
     import itertools
     from dataclasses import replace
 
@@ -82,13 +84,19 @@ def ablations(student, ctx: typer.Context = None, task: TaskSel = None, teacher_
                                        remote or given.get("remote"), jobs or given.get("jobs"))
     base = student
     if full_grid:
-        grid = itertools.product(ABLATION_LOSSES, ABLATION_LAYERS, ABLATION_QUBITS)
+        grid = itertools.product(ABLATION_LOSSES, ABLATION_LAYERS, ABLATION_QUBITS, ABLATION_TEMPERATURES)
     else:
-        grid = ([(ls, base.n_layers, base.n_qubits) for ls in ABLATION_LOSSES]
-                + [(base.loss, L, base.n_qubits) for L in ABLATION_LAYERS if L != base.n_layers]
-                + [(base.loss, base.n_layers, n) for n in ABLATION_QUBITS if n != base.n_qubits])
-    configs = list(dict.fromkeys(replace(base, loss=ls, n_layers=L, n_qubits=n) for ls, L, n in grid))
+        b = (base.loss, base.n_layers, base.n_qubits, base.temperature)
+        grid = ([(ls, *b[1:]) for ls in ABLATION_LOSSES]
+                + [(b[0], L, *b[2:]) for L in ABLATION_LAYERS if L != base.n_layers]
+                + [(*b[:2], n, b[3]) for n in ABLATION_QUBITS if n != base.n_qubits]
+                + [(*b[:3], T) for T in ABLATION_TEMPERATURES if T != base.temperature])
+    configs = list(dict.fromkeys(replace(base, loss=ls, n_layers=L, n_qubits=n, temperature=T)
+                                 for ls, L, n, T in grid))
+    # the classical baselines with every loss (and every temperature of the default loss): like compared with like
     configs += [twin for ls in ABLATION_LOSSES for twin in _classical_twins(replace(base, loss=ls))]
+    configs += [twin for T in ABLATION_TEMPERATURES if T != base.temperature
+                for twin in _classical_twins(replace(base, temperature=T))]
     _train_all(configs, task, teacher_key, remote, jobs)
 
 
