@@ -1,6 +1,6 @@
 """How fast the commands Make runs on every invocation are: `qdllm --help` and `qdllm key`.
 
-Target: each well under 1 s (they import no heavy library and hash files through a memo).
+Target: each under 1 s (they import no heavy library and hash files through a memo).
 Prints the median of 5 runs of each command.
 """
 
@@ -10,6 +10,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 COMMANDS = {
     "qdllm --help": ["--help"],
@@ -20,6 +21,10 @@ COMMANDS = {
 
 
 def main(repeats: int = 5) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from pipeline.blas import describe
+
+    print(describe())
     for name, args in COMMANDS.items():
         times = []
         for _ in range(repeats):

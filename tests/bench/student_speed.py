@@ -8,6 +8,8 @@
 Batch 8 and 64, 3 repeats, medians; (a) is timed on its first ``--a-batches`` batches and
 scaled to the epoch (it takes about a minute per epoch). Prints the speed-ups and inference
 examples/s of the trainer's no-gradient path. Run: ``.venv/bin/python tests/bench/student_speed.py``.
+To compare NumPy builds side by side, run it under each interpreter (``--trainer-only`` skips (a)); the first
+line names NumPy, the BLAS and the kernel it runs.
 """
 
 from __future__ import annotations
@@ -116,6 +118,7 @@ def inference_per_second(data, repeats: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--trainer-only", action="store_true", help="skip (a), the MindQuantum tutorial way")
     ap.add_argument("--a-batches", type=int, default=60, help="batches of (a) to time (then scaled to the epoch)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,15 +126,22 @@ def main() -> None:
         path = write_synthetic_cache(Path(tmp) / "teacher" / "bench", n=N_TRAIN * 5 // 3, num_classes=C, dim=D)
         data = load_splits(read_teacher_cache(path))["train"]
     assert len(data.y) == N_TRAIN, len(data.y)
+    from pipeline.blas import describe, warn_if_generic
+
+    print(describe())
+    warn_if_generic()
     print(f"one epoch, {N_TRAIN} examples, D={D} n={N_QUBITS} L={LAYERS} C={C}; load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} CPUs")
     for batch in (8, 64):
-        a = [tutorial_epoch_seconds(data, batch, args.a_batches) for _ in range(args.repeats)]
         b = [trainer_epoch_seconds(data, batch) for _ in range(args.repeats)]
-        ma, mb = statistics.median(a), statistics.median(b)
+        mb = statistics.median(b)
+        runs = f"[(b) runs: {', '.join(f'{x:.2f}' for x in b)}]"
+        if args.trainer_only:
+            print(f"batch {batch:>2}: (b) trainer {mb:6.2f} s/epoch   {runs}")
+            continue
+        ma = statistics.median([tutorial_epoch_seconds(data, batch, args.a_batches) for _ in range(args.repeats)])
         print(f"batch {batch:>2}: (a) MindQuantum tutorial {ma:7.2f} s/epoch (from {args.a_batches} batches)   "
-              f"(b) trainer {mb:6.2f} s/epoch   speed-up {ma / mb:5.1f}x   "
-              f"[(b) runs: {', '.join(f'{x:.2f}' for x in b)}]")
+              f"(b) trainer {mb:6.2f} s/epoch   speed-up {ma / mb:5.1f}x   {runs}")
     print(f"inference (no gradients, chunks of {INFERENCE_CHUNK}): {inference_per_second(data, args.repeats):,.0f} examples/s")
 
 
