@@ -28,7 +28,12 @@ from pipeline.keys import sha256_file
 from pipeline.publish import MANIFEST, is_complete, publish_dir
 
 SPLITS = ("train", "val", "test")
+# Optional: unlabeled texts the teacher labelled (``--transfer``). Their ``label`` is null (read as UNLABELED);
+# students use them in the distillation terms only, never in CE or any metric.
+TRANSFER = "transfer"
+UNLABELED = -1
 COLUMNS = ("id", "text", "label", "teacher_logits", "teacher_probs", "embedding")
+STUDENT_COLUMNS = ("label", "teacher_logits", "embedding")  # all a student reads
 
 
 def text_id(text: str) -> str:
@@ -153,7 +158,8 @@ def _table(split: TeacherSplit, class_names: list[str], dim: int):
         {
             "id": pa.array(split.ids, pa.string()),
             "text": pa.array(split.texts, pa.string()),
-            "label": pa.array(np.asarray(split.labels, dtype=np.int64), pa.int64()),
+            "label": pa.array(np.asarray(split.labels, dtype=np.int64), pa.int64(),
+                              mask=np.asarray(split.labels) == UNLABELED),
             "teacher_logits": fixed(split.logits, num_classes),
             "teacher_probs": fixed(split.probs, num_classes),
             "embedding": fixed(split.embeddings, dim),
@@ -177,8 +183,9 @@ def write_teacher_cache(
 
     num_classes = len(class_names)
     dims = {s.embeddings.shape[1] for s in splits.values()}
-    if set(splits) != set(SPLITS) or len(dims) != 1:
-        raise ValueError(f"a teacher cache needs splits {SPLITS} with one embedding dim, got {sorted(splits)} {dims}")
+    if not set(SPLITS) <= set(splits) <= {*SPLITS, TRANSFER} or len(dims) != 1:
+        raise ValueError(f"a teacher cache needs splits {SPLITS} (and optionally {TRANSFER}) with one embedding "
+                         f"dim, got {sorted(splits)} {dims}")
     dim = dims.pop()
     for name, s in splits.items():
         n = len(s.labels)
@@ -187,7 +194,7 @@ def write_teacher_cache(
         _check_arrays(name, s, num_classes, dim, where="teacher output")
     with publish_dir(final) as pub:
         files = {}
-        for name in SPLITS:
+        for name in [n for n in (*SPLITS, TRANSFER) if n in splits]:
             path = pub.path / f"{name}.parquet"
             pq.write_table(_table(splits[name], class_names, dim), path, compression="zstd")
             files[name] = {"file": path.name, "rows": len(splits[name]), "sha256": sha256_file(path),
@@ -215,7 +222,10 @@ def _check_arrays(name: str, s: TeacherSplit, num_classes: int, dim: int, *, whe
         raise QdllmError(f"{where}: {name} has {s.logits.shape[1:]} class scores but {num_classes} classes are declared.")
     if s.embeddings.shape[1:] != (dim,):
         raise QdllmError(f"{where}: {name} embeddings have dim {s.embeddings.shape[1:]} but the manifest says {dim}.")
-    if len(s.labels) and (s.labels.min() < 0 or s.labels.max() >= num_classes):
+    labelled = s.labels[s.labels != UNLABELED] if name == TRANSFER else s.labels
+    if name == TRANSFER and len(labelled):
+        raise QdllmError(f"{where}: the {TRANSFER} split holds labels; its texts are unlabeled (label null).")
+    if len(labelled) and (labelled.min() < 0 or labelled.max() >= num_classes):
         raise QdllmError(
             f"{where}: {name} has label {int(s.labels.max() if s.labels.max() >= num_classes else s.labels.min())} "
             f"outside 0..{num_classes - 1}; rebuild the cache."
@@ -257,8 +267,12 @@ def _column(table, name: str, path: Path, width: int | None = None) -> np.ndarra
     return col.to_numpy(zero_copy_only=False)
 
 
-def read_teacher_cache(path: Path, splits: tuple[str, ...] = SPLITS, *, verify_hashes: bool = True) -> TeacherCache:
-    """Load and validate a teacher cache; raises ``QdllmError`` with one clear sentence on any defect."""
+def read_teacher_cache(path: Path, splits: tuple[str, ...] = SPLITS, *, verify_hashes: bool = True,
+                       columns: tuple[str, ...] = COLUMNS, transfer: bool = False) -> TeacherCache:
+    """Load and validate a teacher cache; raises ``QdllmError`` with one clear sentence on any defect.
+
+    ``columns`` limits what is read (a student needs ``STUDENT_COLUMNS``; the others come back empty);
+    ``transfer`` adds the transfer split when the cache has one (caches written before it existed have none)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -267,6 +281,8 @@ def read_teacher_cache(path: Path, splits: tuple[str, ...] = SPLITS, *, verify_h
     num_classes = len(manifest["class_names"])
     dim = int(manifest["embedding_dim"])
     out = {}
+    if transfer and TRANSFER in manifest["files"]:
+        splits = (*splits, TRANSFER)
     for name in splits:
         info = manifest["files"].get(name)
         if info is None:
@@ -277,23 +293,30 @@ def read_teacher_cache(path: Path, splits: tuple[str, ...] = SPLITS, *, verify_h
         if verify_hashes and sha256_file(fpath) != info["sha256"]:
             raise QdllmError(f"{fpath} does not match the sha256 in its manifest (corrupt or edited); pull or rebuild the cache.")
         try:
-            table = pq.read_table(fpath)
+            table = pq.read_table(fpath, columns=[c for c in COLUMNS if c in columns or c in STUDENT_COLUMNS])
         except (pa.ArrowException, OSError) as e:
             raise QdllmError(f"{fpath} is not a readable Parquet file ({str(e).splitlines()[0]}); pull or rebuild the cache.") from None
-        missing = [c for c in COLUMNS if c not in table.column_names]
+        missing = [c for c in COLUMNS if c in columns and c not in table.column_names]
         if missing:
             raise QdllmError(f"{fpath} lacks column(s) {', '.join(missing)}; it is not a teacher cache of this schema.")
         if table.num_rows != info["rows"]:
             raise QdllmError(f"{fpath} has {table.num_rows} rows but the manifest says {info['rows']}; pull or rebuild the cache.")
-        labels = _column(table, "label", fpath)
-        if not np.issubdtype(labels.dtype, np.integer):
-            raise QdllmError(f"{fpath}: column label must be integer, not {labels.dtype}.")
+        import pyarrow.compute as pc
+
+        label_col = table.column("label")
+        if not pa.types.is_integer(label_col.type):
+            raise QdllmError(f"{fpath}: column label must be integer, not {label_col.type}.")
+        if label_col.null_count and name != TRANSFER:
+            raise QdllmError(f"{fpath}: column label has missing values; rebuild the cache.")
+        n = table.num_rows
+        wanted = lambda c: c in columns  # noqa: E731
         s = TeacherSplit(
-            ids=table.column("id").to_pylist(),
-            texts=table.column("text").to_pylist(),
-            labels=labels.astype(np.int64),
+            ids=table.column("id").to_pylist() if wanted("id") else [],
+            texts=table.column("text").to_pylist() if wanted("text") else [],
+            labels=pc.fill_null(label_col, UNLABELED).to_numpy().astype(np.int64),
             logits=_column(table, "teacher_logits", fpath, num_classes),
-            probs=_column(table, "teacher_probs", fpath, num_classes),
+            probs=_column(table, "teacher_probs", fpath, num_classes) if wanted("teacher_probs")
+            else np.zeros((n, num_classes), np.float32),
             embeddings=_column(table, "embedding", fpath, dim),
         )
         _check_arrays(name, s, num_classes, dim, where=str(fpath))

@@ -34,10 +34,18 @@ def synthetic_splits(n: int = 60, num_classes: int = 2, dim: int = 16, seed: int
 
 
 def write_synthetic_cache(final: Path, n: int = 60, num_classes: int = 2, dim: int = 16, seed: int = 0,
-                          key: str = "synthetic", task: str = "synthetic") -> Path:
+                          key: str = "synthetic", task: str = "synthetic", transfer: int = 0) -> Path:
+    """A cache from ``synthetic_splits``; ``transfer`` > 0 adds that many unlabeled rows (label null)."""
     class_names = [f"class{i}" for i in range(num_classes)]
+    splits = synthetic_splits(n, num_classes, dim, seed)
+    if transfer:
+        extra = synthetic_splits(transfer * 5, num_classes, dim, seed + 1, fractions=(0.2, 0.2, 0.2))["train"]
+        extra.labels = np.full(len(extra.labels), -1, dtype=np.int64)
+        extra.texts = [f"unlabeled {t}" for t in extra.texts]
+        extra.ids = [text_id(t) for t in extra.texts]
+        splits["transfer"] = extra
     return write_teacher_cache(
-        Path(final), synthetic_splits(n, num_classes, dim, seed), key=key, inputs={"synthetic": True},
+        Path(final), splits, key=key, inputs={"synthetic": True},
         task=task, class_names=class_names, embedding_source="synthetic",
         extra={"teacher_metrics": {"val": {"accuracy": 1.0}, "test": {"accuracy": 1.0}}},
     )

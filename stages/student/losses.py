@@ -2,7 +2,8 @@
 
 ``kl+js+ce`` (the paper): (1−α)·CE(y, p_s) + α·(T²·KL(p_t^T ‖ p_s^T) + JS(p_t, p_s)), where
 p^T = softmax(logits / T) and the temperature is applied to the cached *raw* teacher logits.
-The ablations use one term alone: ``ce``, ``kl`` (T²·KL) or ``js``.
+The ablations use one term alone: ``ce``, ``kl`` (T²·KL) or ``js``. Rows labelled ``-1`` (the cache's
+unlabeled transfer texts) enter only the distillation terms: CE is the mean over the labelled rows.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ def distill_loss(logits: np.ndarray, labels: np.ndarray, teacher_logits: np.ndar
              "kl+js+ce": {"ce": 1.0 - alpha, "kl": alpha, "js": alpha}}[loss]
     logp = log_softmax(logits)
     p = np.exp(logp)
-    if terms.get("ce"):
-        w = terms["ce"]
-        total += w * -logp[np.arange(B), labels].mean()
-        onehot = np.eye(logits.shape[1])[labels]
-        grad += w * (p - onehot) / B
+    labelled = np.flatnonzero(labels >= 0)
+    if terms.get("ce") and len(labelled):
+        w, n = terms["ce"], len(labelled)
+        total += w * -logp[labelled, labels[labelled]].mean()
+        onehot = np.eye(logits.shape[1])[labels[labelled]]
+        grad[labelled] += w * (p[labelled] - onehot) / n
     if terms.get("kl"):
         w, T = terms["kl"], temperature
         logq_t = log_softmax(teacher_logits / T)

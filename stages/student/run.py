@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import paths
-from pipeline.cache import TeacherManifest, read_teacher_cache, teacher_manifest
+from pipeline.cache import STUDENT_COLUMNS, TeacherManifest, read_teacher_cache, teacher_manifest
 from pipeline.config import StudentConfig
 from pipeline.console import progress
 from pipeline.errors import QdllmError
@@ -137,7 +137,7 @@ def run_dir(teacher_dir: Path, cfg: StudentConfig) -> Path:
 
 @lru_cache(maxsize=2)
 def _cache_and_splits(teacher_dir: Path, verify_hashes: bool):
-    cache = read_teacher_cache(teacher_dir, verify_hashes=verify_hashes)
+    cache = read_teacher_cache(teacher_dir, verify_hashes=verify_hashes, columns=STUDENT_COLUMNS, transfer=True)
     return cache, load_splits(cache)
 
 

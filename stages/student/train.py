@@ -87,15 +87,25 @@ def train_epoch(model, opt: AdamParameters, flat, data: Split, cfg, rng, on_batc
         loss, g = distill_loss(logits, data.y[idx], data.teacher_logits[idx], cfg.loss, cfg.alpha, cfg.temperature)
         flat = opt.step(model.backward(cache, g))
         losses.append(loss * len(idx))
-        correct += int((logits.argmax(1) == data.y[idx]).sum())
+        correct += int((logits.argmax(1) == data.y[idx]).sum())  # unlabeled rows (-1) never count as correct
         if on_batch:
             on_batch(len(idx))
-    return flat, float(np.sum(losses) / len(order)), correct / len(order)
+    return flat, float(np.sum(losses) / len(order)), correct / max(int((data.y >= 0).sum()), 1)
+
+
+def training_rows(splits: dict[str, Split], cfg) -> Split:
+    """The train split, plus the cache's unlabeled transfer rows (label -1) when the loss has distillation terms."""
+    train, extra = splits["train"], splits.get("transfer")
+    if extra is None or not len(extra.y) or not getattr(cfg, "transfer", True) or cfg.loss == "ce":
+        return train
+    return Split(np.concatenate([train.x, extra.x]), np.concatenate([train.y, extra.y]),
+                 np.concatenate([train.teacher_logits, extra.teacher_logits]))
 
 
 def train_seed(model: FlatModel, splits: dict[str, Split], cfg, seed: int, progress=None) -> SeedResult:
     """Fresh initialisation from ``seed``, ``cfg.epochs`` epochs, checkpoint chosen on validation."""
     rng = np.random.default_rng(seed)
+    train_rows = training_rows(splits, cfg)
     flat = model.init(rng)
     opt = AdamParameters(flat, cfg.lr)
     flat = opt.value()
@@ -106,7 +116,7 @@ def train_seed(model: FlatModel, splits: dict[str, Split], cfg, seed: int, progr
     task = progress.add_task(f"seed {seed}", total=cfg.epochs) if progress else None
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        flat, train_loss, train_acc = train_epoch(model, opt, flat, splits["train"], cfg, rng)
+        flat, train_loss, train_acc = train_epoch(model, opt, flat, train_rows, cfg, rng)
         seconds.append(time.perf_counter() - t0)
         val_loss, val = evaluate(model, flat, splits["val"], cfg)
         for k, v in (("epoch", epoch), ("train_loss", train_loss), ("val_loss", val_loss),
