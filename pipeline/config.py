@@ -57,7 +57,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
                 "pipeline/metrics.py"),
     "teacher-params": ("stages/teacher/params.py", "stages/teacher/model.py"),  # LoRA counts in the report
     "report": ("stages/report/build.py", "stages/report/figures.py", "stages/report/runs.py",
-               "stages/report/tables.py"),
+               "stages/report/tables.py", "stages/report/distill.py", "pipeline/probe.py"),
 }
 # Modules of stage packages that decide no output: command lines, inspection, parameter counting.
 NOT_CONTENT: tuple[str, ...] = (

@@ -86,3 +86,23 @@ def test_transfer_rows_never_enter_validation_or_test_metrics(tmp_path, monkeypa
         assert sum(map(sum, seed["test"]["confusion"])) == 18  # the 18 labelled test rows, no transfer row
         assert (seed["val"]["accuracy"] * 18) == pytest.approx(round(seed["val"]["accuracy"] * 18))
     assert runs[True]["seeds"][0]["curves"] != runs[False]["seeds"][0]["curves"]  # the transfer rows were used
+
+
+def test_report_opens_with_the_distillation_gain_and_the_probe_verdict(tmp_path, monkeypatch):
+    import json
+
+    from pipeline.config import StudentConfig
+    from stages.report.build import build_report
+    from stages.student.run import run_student
+
+    monkeypatch.setenv("QDLLM_CACHE_DIR", str(tmp_path / "cache"))
+    path = write_synthetic_cache(tmp_path / "cache" / "teacher" / "t", n=90, dim=8)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["probe_ceiling"] = {"test": {"accuracy": 0.99}}  # a teacher at 1.0 is not clearly above 0.99
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    for loss in ("kl+js+ce", "ce"):
+        run_student(path, StudentConfig(model="logreg", loss=loss, epochs=2, seeds=(0, 1)), verify_hashes=False)
+    text = build_report(paper_teachers=False).read_text()
+    head = text[: text.index("## ", text.index("## Distillation gain") + 5)]
+    assert "Distillation gain: synthetic" in head and "| logreg" in head and "±" in head
+    assert "distillation cannot help with this teacher and embedder" in head

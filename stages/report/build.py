@@ -26,6 +26,7 @@ from pipeline.console import progress
 from pipeline.errors import QdllmError
 from pipeline.publish import MANIFEST, is_complete, key_lock, publish_dir
 from stages.report import tables as T
+from stages.report.distill import distillation_section
 from stages.report.runs import METRICS, Run, Teacher, file_digest, load_runs, load_teachers
 
 log = logging.getLogger(__name__)
@@ -280,6 +281,7 @@ def write_report(out: Path, runs: list[Run], teachers: dict[str, Teacher], paper
           "was chosen on validation. See docs/report.md for how to read this report.", ""]
     if skipped:
         md += ["Skipped (incomplete or unreadable) runs: " + "; ".join(skipped) + ".", ""]
+    md += distillation_section(runs, teachers)
     md += data_section(teachers) + [""] + hardware_section(runs, teachers) + [""]
     md += differences_section(runs, teachers) + [""]
 
