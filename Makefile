@@ -6,6 +6,7 @@
 #   make demo                         # set up, then data → teacher → student → report on offline defaults
 #   make teacher TASK=hiding          # fine-tune the default teacher and write its cache
 #   make student TASK=thematic        # quantum (and classical) students from that cache
+#   make reproduce DATA_ROOT=../shared/data/qdllm-paper   # the paper's three tasks on the authors' data
 #   make pull REMOTE=s3://bucket/qd   # fetch teacher caches computed elsewhere
 #   make test                         # set up, then the test suite
 
@@ -28,6 +29,8 @@ REMOTE        ?=
 TEACHER_KEY   ?=
 FULL_GRID     ?=
 JOBS          ?=
+DATA_ROOT     ?=
+MODELS        ?=
 
 PYTHON ?= python3
 VENV   := .venv
@@ -45,10 +48,10 @@ REMOTE_ARG   = $(call flag,REMOTE,--remote)
 # TASK restricts `make student` only when given; otherwise every teacher cache present is used.
 STUDENT_SEL  = $(if $(TEACHER_KEY),--teacher-key '$(TEACHER_KEY)',$(call flag,TASK,--task))
 
-.PHONY: help setup data teacher student ablations report demo push pull test test-slow bench clean
+.PHONY: help setup data teacher student ablations report reproduce demo push pull test test-slow bench clean
 
 help:
-	@sed -n '1,13p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '1,14p' Makefile | sed 's/^# \{0,1\}//'
 	@echo "Variables (unset = the default in pipeline/config.py): TASK DATA TEXT_COLUMN LABEL_COLUMN MAX_PER_CLASS SEED"
 	@echo "  MODEL QUANTIZE EMBEDDER PROFILE REMOTE TEACHER_KEY FULL_GRID JOBS (default: every core)"
 
@@ -76,6 +79,20 @@ ablations: $(SETUP)
 	$(QDLLM) student ablations $(STUDENT_SEL) $(REMOTE_ARG) $(call flag,JOBS,--jobs) $(if $(FULL_GRID),--full-grid)
 
 report: $(SETUP)
+	$(QDLLM) report
+
+# The paper's three tasks from the authors' files: teacher per task (per model in MODELS), students, ablations,
+# report. With a GPU, MODELS="bloomz-1b1 bloomz-3b opt-6.7b llama2-7b llama3-8b" adds Table 8's teachers.
+REPRO_TASKS := emotion:senti hiding:stega thematic:topic
+reproduce: $(SETUP)
+	@test -n "$(DATA_ROOT)" || { echo "error: give the authors' data, e.g. make reproduce DATA_ROOT=../shared/data/qdllm-paper" >&2; exit 2; }
+	@set -e; for pair in $(REPRO_TASKS); do task=$${pair%%:*}; dir=$(DATA_ROOT)/$${pair##*:}; \
+	  test -d "$$dir" || { echo "error: $$dir is missing; DATA_ROOT must hold senti/, stega/ and topic/" >&2; exit 2; }; \
+	  for model in $(or $(MODELS),_default); do \
+	    $(SUBMAKE) teacher TASK=$$task DATA="$$dir" $$(test $$model = _default || echo MODEL=$$model); \
+	  done; \
+	  $(SUBMAKE) student TASK=$$task; $(SUBMAKE) ablations TASK=$$task; \
+	done
 	$(QDLLM) report
 
 push pull: $(SETUP)
