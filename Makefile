@@ -51,7 +51,7 @@ STUDENT_SEL  = $(if $(TEACHER_KEY),--teacher-key '$(TEACHER_KEY)',$(call flag,TA
 .PHONY: help setup data teacher student ablations report reproduce demo push pull test test-slow bench clean
 
 help:
-	@sed -n '1,14p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '1,11p' Makefile | sed 's/^# \{0,1\}//'
 	@echo "Variables (unset = the default in pipeline/config.py): TASK DATA TEXT_COLUMN LABEL_COLUMN MAX_PER_CLASS SEED"
 	@echo "  MODEL QUANTIZE EMBEDDER PROFILE REMOTE TEACHER_KEY FULL_GRID JOBS (default: every core)"
 
