@@ -421,21 +421,37 @@ def _remote_fetcher(r: Remote, kind: str, key: str) -> Fetch:
     return fetch
 
 
+ADAPTER_DIR = "adapter/"  # the teacher's LoRA adapter: named by the manifest, not needed for student work
+
+
+def _missing_adapter(final: Path) -> bool:
+    """A complete teacher cache whose manifest names an adapter directory that was left on the remote."""
+    if final.parent.name != "teacher":
+        return False
+    try:
+        name = json.loads((final / MANIFEST).read_text(encoding="utf-8")).get("adapter")
+    except (OSError, ValueError):
+        return False
+    return bool(name) and not (final / str(name)).is_dir()
+
+
 def pull(kind: str, key: str, remote: str | Remote, *, cache_root: Path | None = None,
-         endpoint_url: str | None = None, region: str | None = None) -> Path:
+         endpoint_url: str | None = None, region: str | None = None, no_adapter: bool = False) -> Path:
     """Fetch one cache directory from the remote into the local cache, verified, atomically; return its path.
 
-    A key already complete locally is returned as is. Raises ``QdllmError`` (one sentence) when the key
-    is not on the remote or anything fails; the local cache is then unchanged.
+    A key already complete locally is returned as is. ``no_adapter`` leaves a teacher cache's LoRA adapter on
+    the remote (students need only the Parquet files); a later pull without it adds the adapter in place.
+    Raises ``QdllmError`` (one sentence) when the key is not on the remote or anything fails; the local cache
+    is then unchanged.
     """
     _check_kind(kind)
     _check_key(key)
     final = Path(cache_root or paths.cache_dir()) / kind / key
-    if is_complete(final):
+    if is_complete(final) and (no_adapter or not _missing_adapter(final)):
         return final
     r = _as_remote(remote, endpoint_url, region)
     with key_lock(final):
-        if is_complete(final):  # another process pulled or built it meanwhile
+        if is_complete(final) and (no_adapter or not _missing_adapter(final)):
             return final
         manifest = remote_manifest(kind, key, r)
         if manifest is None:
@@ -443,6 +459,10 @@ def pull(kind: str, key: str, remote: str | Remote, *, cache_root: Path | None =
             raise QdllmError(f"Remote {r.uri} has no {kind} cache {key}; push it from the machine that built it, "
                              f"or list the remote with `qdllm cache ls --remote {r.uri}`.")
         index = _expected_index(kind, key, manifest, _read_bytes(r, r.path(kind, key, INDEX)), r.uri)
+        if is_complete(final):  # complete but without its adapter: fetch only the adapter, then move it in
+            return _add_adapter(final, kind, key, index, r)
+        if no_adapter:
+            index = {rel: sha for rel, sha in index.items() if not rel.startswith(ADAPTER_DIR)}
         sizes = _remote_sizes(r, kind, key)
         absent = sorted(set(index) - set(sizes))
         if absent:
@@ -450,6 +470,25 @@ def pull(kind: str, key: str, remote: str | Remote, *, cache_root: Path | None =
         bar, advance = _bar(f"pull {kind}/{key}", sum(sizes[f] for f in index))
         with bar:
             _receive(final, kind, key, manifest, index, _remote_fetcher(r, kind, key), r.uri, advance)
+    return final
+
+
+def _add_adapter(final: Path, kind: str, key: str, index: dict[str, str], r: Remote) -> Path:
+    import shutil
+    import tempfile
+
+    files = {rel: sha for rel, sha in index.items() if rel.startswith(ADAPTER_DIR)}
+    if not files:
+        return final
+    fetch = _remote_fetcher(r, kind, key)
+    bar, advance = _bar(f"pull {kind}/{key} adapter", sum(_remote_sizes(r, kind, key)[f] for f in files))
+    with bar, tempfile.TemporaryDirectory(dir=final.parent, prefix=f".{key}-adapter-") as tmp:
+        for rel, sha in sorted(files.items()):
+            dst = Path(tmp) / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if fetch(rel, dst, advance) != sha:
+                raise QdllmError(f"{r.uri}: {kind}/{key}/{rel} does not match its sha256; push it again.")
+        shutil.move(str(Path(tmp) / ADAPTER_DIR), str(final / ADAPTER_DIR))
     return final
 
 

@@ -48,7 +48,9 @@ def push(remote: RemoteOpt, key: Keys = None, kind: Kind = "teacher",
 
 @app.command("pull")
 def pull(remote: RemoteOpt, key: Keys = None, kind: Kind = "teacher",
-         endpoint_url: Endpoint = None, region: Region = None) -> None:
+         endpoint_url: Endpoint = None, region: Region = None,
+         no_adapter: bool = typer.Option(False, "--no-adapter", help="Leave teacher caches' LoRA adapters on the "
+                                         "remote: student work needs only the Parquet files.")) -> None:
     """Download caches (verified against their sha256, published atomically); local keys are kept."""
     from pipeline import remote as R
     from pipeline.errors import QdllmError
@@ -60,7 +62,7 @@ def pull(remote: RemoteOpt, key: Keys = None, kind: Kind = "teacher",
         raise QdllmError(f"Remote {r.uri} holds no {kind} caches; push some with `qdllm cache push --remote {r.uri}`.")
     have = set(R.local_keys(kind))
     for k in keys:
-        path = R.pull(kind, k, r)
+        path = R.pull(kind, k, r, no_adapter=no_adapter)
         console.print(f"[green]{'present' if k in have else 'pulled'}[/] {kind}/{k} → {path}")
 
 

@@ -354,3 +354,22 @@ def test_other_object_stores_use_the_pyarrow_uri_path(tmp_path):
     assert R.open_remote(str(tmp_path / "x")).is_local
     with pytest.raises(QdllmError, match="names no bucket"):
         R.open_remote("s3:///prefix")
+
+
+def test_pull_no_adapter_leaves_the_adapter_on_the_remote_and_a_later_pull_adds_it(tmp_path, caches):
+    import json
+
+    a, b = caches
+    src = a / "teacher" / KEY
+    (src / "adapter").mkdir()
+    (src / "adapter" / "adapter_config.json").write_text('{"r": 4}')
+    manifest = json.loads((src / "manifest.json").read_text())
+    (src / "manifest.json").write_text(json.dumps({**manifest, "adapter": "adapter"}))
+    remote = str(tmp_path / "shared")
+    R.push("teacher", KEY, remote, cache_root=a)
+    path = R.pull("teacher", KEY, remote, cache_root=b, no_adapter=True)
+    assert not (path / "adapter").exists() and read_teacher_cache(path).num_classes == 3
+    assert json.loads((path / "manifest.json").read_text())["adapter"] == "adapter"  # still named
+    assert R.pull("teacher", KEY, remote, cache_root=b, no_adapter=True) == path  # nothing more to do
+    R.pull("teacher", KEY, remote, cache_root=b)
+    assert (path / "adapter" / "adapter_config.json").read_text() == '{"r": 4}'

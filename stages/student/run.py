@@ -53,7 +53,7 @@ def teacher_caches(task: str | None = None, teacher_key: str | None = None, remo
         if not is_complete(path) and remote:
             from pipeline import remote as remote_mod  # written by the sharing stage; imported only when asked
 
-            remote_mod.pull("teacher", teacher_key, remote)
+            remote_mod.pull("teacher", teacher_key, remote, no_adapter=True)  # students need no adapter
         if not is_complete(path):
             raise missing_cache_error(teacher_key)
         return [path]
