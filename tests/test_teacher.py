@@ -284,6 +284,137 @@ def test_interrupted_stage_leaves_no_cache_and_the_next_run_continues(models_roo
     assert cache.manifest["fine_tune"]["optimizer_steps"] == 12
 
 
+# ---------------------------------------------------------------- several processes (DDP on Accelerate)
+
+DDP_FLAGS = ["--embedder", "teacher-input", "--profile", "cpu", "--lora-r", "4", "--lora-alpha", "8",
+             "--lora-dropout", "0", "--teacher-lr", "3e-2", "--teacher-epochs", "3", "--teacher-batch-size", "8",
+             "--grad-accum", "2", "--max-length", "16", "--max-train-examples", "41", "--max-export-examples", "0",
+             "--precision", "fp32"]
+
+
+def test_two_cpu_processes_under_accelerate_launch_write_the_single_process_cache(models_root, isolated_dirs,
+                                                                                  monkeypatch):
+    """`accelerate launch --num_processes 2 --cpu` (gloo): same key, rows, order and format as one process, values
+    to float tolerance. 41 fine-tune examples in global batches of 8 end with a batch of 1 (one process has no
+    example of it), and 2 accumulated micro-batches make each step; dropout is 0 (see docs/teacher.md)."""
+    import shutil
+    import subprocess
+    import sys
+
+    launcher = Path(sys.executable).parent / "accelerate"
+    if not launcher.is_file():
+        pytest.skip("accelerate's launcher is not installed")
+    from helpers import ROOT
+
+    from stages.teacher.run import run_teacher
+
+    dcfg = write_tiny_dataset()
+    model = tiny_model_dir(models_root, "llama")
+    flags = ["--model", str(model), *DDP_FLAGS]
+    tcfg = tiny_teacher(model, lora_dropout=0.0, lr=3e-2, epochs=3, grad_accum=2, max_train_examples=41,
+                        precision="fp32")
+    one = read_teacher_cache(run_teacher(resolve(data=dcfg, teacher=tcfg)))
+
+    monkeypatch.setenv("QDLLM_CACHE_DIR", str(isolated_dirs / "cache-2"))
+    proc = subprocess.run([str(launcher), "launch", "--num_processes", "2", "--cpu", "--num_machines", "1",
+                           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "stages.cli", "teacher",
+                           "--task", "emotion", *flags], capture_output=True, text=True, cwd=ROOT, timeout=600,
+                          env={**os.environ, "QDLLM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    teacher_root = isolated_dirs / "cache-2" / "teacher"
+    assert proc.stdout.split() == [str(teacher_root / one.path.name)]  # the main process prints it, once
+    assert sorted(p.name for p in teacher_root.iterdir() if not p.name.startswith(".")) == [one.path.name]
+    assert not (teacher_root / ".work" / one.path.name).exists()
+    two = read_teacher_cache(teacher_root / one.path.name)  # the reader's validation: schema, dims, hashes
+
+    assert two.manifest["processes"] == {"count": 2, "device": "cpu", "backend": "gloo"}
+    assert one.manifest["processes"]["count"] == 1
+    assert two.manifest["inputs"] == one.manifest["inputs"] and two.key == one.key
+    for s in ("train", "val", "test"):
+        a, b = one.splits[s], two.splits[s]
+        assert a.ids == b.ids and a.texts == b.texts and (a.labels == b.labels).all()
+        np.testing.assert_allclose(b.logits, a.logits, atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(b.probs, a.probs, atol=1e-4)
+        np.testing.assert_allclose(b.embeddings, a.embeddings, atol=1e-6)
+    ft1, ft2 = one.manifest["fine_tune"], two.manifest["fine_tune"]
+    assert (ft1["best_epoch"], ft1["optimizer_steps"], ft1["tokens"]) == (ft2["best_epoch"], ft2["optimizer_steps"],
+                                                                         ft2["tokens"]) and ft1["optimizer_steps"] == 9
+    assert [h["val_accuracy"] for h in ft1["history"]] == [h["val_accuracy"] for h in ft2["history"]]
+    np.testing.assert_allclose([h["train_loss_ema"] for h in ft2["history"]],
+                               [h["train_loss_ema"] for h in ft1["history"]], rtol=1e-4)
+    assert one.manifest["teacher_metrics"]["val"]["accuracy"] > 0.75  # it learned: the weights really moved
+    shutil.rmtree(isolated_dirs / "cache-2")
+
+
+def test_gradient_checkpointing_gives_the_same_fine_tune(models_root, tmp_path):
+    from stages.lm import models
+    from stages.teacher import model as classifier
+    from stages.teacher.train import tokenize, train
+
+    d = str(tiny_model_dir(models_root, "llama"))
+    rng = np.random.default_rng(0)
+    labels = np.arange(24) % 2
+    texts = [text(rng, y) for y in labels]
+
+    def run(work, checkpointing):
+        tok = models.load_tokenizer(d)
+        model = classifier.add_lora(classifier.load_classifier(d, 2, tok, seed=3, precision="fp32"), r=4, alpha=8,
+                                    dropout=0.1, seed=3, gradient_checkpointing=checkpointing)
+        assert model.base_model.model.is_gradient_checkpointing == checkpointing
+        ids = tokenize(tok, texts, 16)
+        return train(model, ids, labels, ids[:8], labels[:8], pad_id=tok.pad_token_id, lr=5e-3, weight_decay=0.0,
+                     epochs=1, batch_size=8, grad_accum=1, seed=0, work_dir=work)
+
+    plain, checkpointed = run(tmp_path / "a", False), run(tmp_path / "b", True)
+    for name, value in plain.best_state.items():  # dropout 0.1: the recomputation replays the same masks
+        torch.testing.assert_close(checkpointed.best_state[name], value, atol=1e-6, rtol=1e-5)
+
+
+def test_tracking_reports_the_fine_tune_and_is_off_by_default(models_root):
+    from accelerate.tracking import GeneralTracker
+
+    from stages.teacher.run import run_teacher
+
+    class Recorder(GeneralTracker):
+        name, requires_logging_directory, main_process_only = "recorder", False, True
+
+        def __init__(self):
+            super().__init__()
+            self.config, self.logged, self.finished = None, [], False
+
+        @property
+        def tracker(self):
+            return self
+
+        def store_init_configuration(self, values):
+            self.config = values
+
+        def log(self, values, step=None, **kwargs):
+            self.logged.append((step, dict(values)))
+
+        def finish(self):
+            self.finished = True
+
+    dcfg = write_tiny_dataset()
+    tcfg = tiny_teacher(tiny_model_dir(models_root, "opt"), epochs=2)
+    rec = Recorder()
+    path = run_teacher(resolve(data=dcfg, teacher=tcfg), report_to=(rec,))
+    assert rec.config["teacher_key"] == path.name and rec.config["lora_r"] == 4 and rec.finished
+    steps = [step for step, values in rec.logged if "train/loss" in values]
+    assert steps == list(range(1, 13))  # 48 examples, batch 8, 2 epochs
+    assert [step for step, values in rec.logged if "val/accuracy" in values] == [6, 12]
+    assert any("test/teacher_accuracy" in values for _, values in rec.logged)
+    assert not (path.parent / ".runs").exists()  # nothing is tracked unless asked
+
+    from accelerate.utils import is_tensorboard_available
+
+    if not is_tensorboard_available():
+        proc = run_cli("teacher", "--report-to", "tensorboard", "--task", "emotion", "--profile", "cpu")
+        assert proc.returncode == 2 and "needs the tensorboard package" in proc.stderr, proc.stderr
+    proc = run_cli("teacher", "--report-to", "wandb", "--task", "emotion", "--profile", "cpu")
+    assert proc.returncode == 2 and "Unknown --report-to 'wandb'" in proc.stderr, proc.stderr
+
+
 # ---------------------------------------------------------------- Table 3
 
 

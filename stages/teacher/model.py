@@ -54,13 +54,21 @@ def check_quantize(quantize: str) -> None:
 
 
 def load_classifier(model_dir: str, num_labels: int, tokenizer, *, quantize: str = "none", seed: int = 0,
-                    precision: str = "bf16"):
-    """The LLM with a sequence-classification head reading the last non-pad token (C outputs)."""
+                    precision: str = "bf16", device=None):
+    """The LLM with a sequence-classification head reading the last non-pad token (C outputs).
+
+    ``device`` (default: CUDA when present, else the CPU) is where this process computes: in a multi-process run
+    each process's own GPU, or the CPU when the launcher says so (``accelerate launch --cpu``). The base runs in
+    bf16 weights only on CUDA with ``precision`` bf16; on the CPU the weights stay fp32 (bf16 is an autocast)."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
     check_quantize(quantize)
     device, dtype = device_and_dtype(precision)
+    if device is not None:
+        device = torch.device(device)
+        if device.type != "cuda":
+            dtype = torch.float32
     kwargs = {"num_labels": num_labels, "dtype": dtype}
     if quantize != "none":
         from transformers import BitsAndBytesConfig
@@ -70,7 +78,7 @@ def load_classifier(model_dir: str, num_labels: int, tokenizer, *, quantize: str
                                bnb_4bit_compute_dtype=torch.bfloat16)
             if quantize == "4bit" else BitsAndBytesConfig(load_in_8bit=True)
         )
-        kwargs["device_map"] = {"": 0}
+        kwargs["device_map"] = {"": device.index if device.type == "cuda" and device.index is not None else 0}
     torch.manual_seed(seed)  # the head is freshly initialised: make it reproducible
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, **kwargs)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
@@ -81,13 +89,24 @@ def load_classifier(model_dir: str, num_labels: int, tokenizer, *, quantize: str
     return model
 
 
-def add_lora(model, *, r: int, alpha: int, dropout: float, quantize: str = "none", seed: int = 0):
-    """LoRA on the family's attention projections, task type SEQ_CLS (the head stays trainable)."""
+def add_lora(model, *, r: int, alpha: int, dropout: float, quantize: str = "none", seed: int = 0,
+             gradient_checkpointing: bool = False):
+    """LoRA on the family's attention projections, task type SEQ_CLS (the head stays trainable).
+
+    ``gradient_checkpointing`` recomputes each layer's activations in the backward pass instead of keeping them
+    (less memory for large models, about a third more compute; QLoRA always uses it). The non-reentrant variant is
+    used: it works with a frozen embedding layer and under DDP, and it restores the RNG state, so dropout masks and
+    the results are the same as without it."""
     import torch
     from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
 
+    checkpointing = {"use_reentrant": False}
     if quantize != "none":
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
+                                                gradient_checkpointing_kwargs=checkpointing)
+    elif gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
+        model.config.use_cache = False
     cfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=r, lora_alpha=alpha, lora_dropout=dropout,
                      target_modules=lora_targets(model.config.model_type))
     torch.manual_seed(seed)

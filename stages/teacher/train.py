@@ -1,28 +1,173 @@
-"""Fine-tune the LoRA classifier: AdamW, length-bucketed batches, gradient accumulation, bf16 autocast where the
-hardware computes it natively, resumable.
+"""Fine-tune the LoRA classifier on Accelerate: AdamW, length-bucketed batches, gradient accumulation, bf16
+autocast where the hardware computes it natively, resumable, data-parallel over the processes of
+``accelerate launch`` / ``torchrun`` (DDP: NCCL on GPUs, gloo on CPUs).
 
-A checkpoint (trainable weights, optimizer, scheduler, RNG, best-so-far adapter) is
-written at optimizer-step boundaries every few minutes and at each epoch's end, so an
-interrupted run continues where it stopped. The adapter is chosen on validation accuracy.
+Every process walks the same sequence of global batches (``bucket_batches``: a function of the seed and the epoch
+only) and takes its strided share of each; the loss is the sum of the per-example cross-entropies scaled by
+``processes / (global batch size × grad_accum)``, so after DDP averages the gradients every optimizer step sees the
+mean over exactly the examples of that global batch, whatever the number of processes. A process whose share is
+empty (a last batch smaller than the number of processes) runs one example with weight 0 to join the gradient
+exchange. The dropout generator is reseeded from (seed, process, epoch, micro-batch) before every micro-batch, so
+a resumed run draws the same masks as an uninterrupted one without saving generator states.
+
+A checkpoint (trainable weights, optimizer, scheduler, best-so-far adapter; written by the main process only) is
+written at optimizer-step boundaries every few minutes and at each epoch's end, so an interrupted run continues
+where it stopped, with any number of processes. The adapter is chosen on validation accuracy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.progress import TextColumn
 
 from pipeline.console import progress
+from pipeline.errors import QdllmError
 from stages.lm.models import autocast
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
+TRACKERS = ("tensorboard", "mlflow")
+# How long a process waits in a collective: the other processes wait while the main one takes the key lock (another
+# run of the same key may hold it) and writes the cache, which can take long for large datasets.
+COLLECTIVE_TIMEOUT = timedelta(hours=12)
+_DISTRIBUTED_ENV = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+def launched_processes() -> int:
+    """How many processes the launcher started (``torchrun``, ``accelerate launch``, mpirun), from the environment."""
+    for name in _DISTRIBUTED_ENV:
+        try:
+            if int(os.environ.get(name, "1")) > 1:
+                return int(os.environ[name])
+        except ValueError:
+            pass
+    return 1
+
+
+class Processes:
+    """This process's place in the run, on Accelerate: one process, or one of N started by ``accelerate launch``
+    or ``torchrun`` (then ``torch.distributed`` is initialised: NCCL between GPUs, gloo between CPU processes)."""
+
+    def __init__(self, accelerator):
+        self.accelerator = accelerator
+        self.rank = accelerator.process_index
+        self.world = accelerator.num_processes
+        self.local_rank = accelerator.local_process_index
+        self.device = accelerator.device
+        self.is_main = accelerator.is_main_process
+        self.tracking = bool(accelerator.log_with)
+
+    @classmethod
+    def start(cls, *, report_to: tuple[str, ...] = (), logging_dir: str | Path | None = None) -> "Processes":
+        """The Accelerator of this run. Its mixed precision stays off: the teacher's ``precision`` setting (part of
+        the key) decides the autocast, not ``accelerate launch --mixed_precision``. Without CUDA (or with
+        ``accelerate launch --cpu``) the processes run on the CPU and talk through gloo."""
+        import torch
+        from accelerate import Accelerator
+        from accelerate.utils import InitProcessGroupKwargs, parse_flag_from_env
+
+        trackers = [t for t in report_to if t != "none"]
+        for t in trackers:
+            if isinstance(t, str):
+                check_tracker(t)
+        mp = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+        if mp not in ("no", ""):
+            log.warning("accelerate's mixed precision %r is not used: the teacher's --precision setting (part of the "
+                        "cache key) decides the autocast", mp)
+        cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
+        acc = Accelerator(cpu=cpu, mixed_precision="no", log_with=trackers or None,
+                          project_dir=str(logging_dir) if logging_dir else None,
+                          kwargs_handlers=[InitProcessGroupKwargs(timeout=COLLECTIVE_TIMEOUT)])
+        return cls(acc)
+
+    # -- collectives (no-ops in one process)
+
+    def gather(self, obj: Any) -> list:
+        """``obj`` of every process, in process order (picklable objects)."""
+        if self.world == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out: list = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def broadcast(self, obj: Any = None) -> Any:
+        """The main process's ``obj``, on every process."""
+        if self.world == 1:
+            return obj
+        import torch.distributed as dist
+
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def sum(self, values: list[float]) -> list[float]:
+        if self.world == 1:
+            return list(values)
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            self.accelerator.wait_for_everyone()
+
+    def main_first(self):
+        """Main process first, then the others (downloads and conversions happen once)."""
+        return self.accelerator.main_process_first()
+
+    # -- the model
+
+    def wrap(self, model):
+        """DDP around ``model`` when there are several processes (gradients averaged in the backward pass)."""
+        return self.accelerator.prepare_model(model) if self.world > 1 else model
+
+    def no_sync(self, model, skip: bool):
+        """Accumulate gradients locally (no exchange) for micro-batches that do not end an optimizer step."""
+        return self.accelerator.no_sync(model) if skip and self.world > 1 else contextlib.nullcontext()
+
+    # -- tracking (main process only; nothing when report_to is none)
+
+    def init_tracking(self, project: str, config: dict, run_name: str) -> None:
+        if not self.tracking:
+            return
+        hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in config.items()}
+        self.accelerator.init_trackers(project, config=hparams,
+                                       init_kwargs={"mlflow": {"run_name": run_name}})
+
+    def log(self, values: dict, step: int) -> None:
+        if self.tracking:
+            self.accelerator.log(values, step=step)
+
+    def end(self) -> None:
+        if self.tracking:
+            self.accelerator.end_training()
+
+
+def check_tracker(name: str) -> None:
+    """One sentence when a tracker is unknown or its package is missing (accelerate would silently skip it)."""
+    from accelerate.utils import is_mlflow_available, is_tensorboard_available
+
+    if name not in TRACKERS:
+        raise QdllmError(f"Unknown --report-to {name!r}: use none, tensorboard, mlflow or tensorboard,mlflow.")
+    available = {"tensorboard": is_tensorboard_available, "mlflow": is_mlflow_available}[name]()
+    if not available:
+        raise QdllmError(f"--report-to {name} needs the {name} package, which is not installed; "
+                         f"install it (pip install {name}) or use --report-to none.")
 
 
 def tokenize(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
@@ -54,30 +199,41 @@ def collate(ids: list[list[int]], idx, pad_id: int, device):
     return x.to(device), mask.to(device)
 
 
+def shard(order: np.ndarray, procs: Processes | None) -> np.ndarray:
+    """This process's strided share of ``order``: neighbours in a length-sorted order go to different processes, so
+    every process gets about the same number of tokens."""
+    return order if procs is None or procs.world == 1 else order[procs.rank::procs.world]
+
+
 def predict_logits(model, ids: list[list[int]], pad_id: int, *, batch_size: int = 64, label: str = "predict",
-                   bf16: bool = False) -> np.ndarray:
-    """Raw class logits (N, C) float32 for tokenized texts, in input order."""
+                   bf16: bool = False, procs: Processes | None = None) -> np.ndarray:
+    """Raw class logits (N, C) float32 for tokenized texts, in input order, on every process.
+
+    The rows are sorted by length; with several processes each computes its strided share and the shares are
+    gathered. ``model`` is the plain (unwrapped) model."""
     import torch
 
     device = next(p for p in model.parameters()).device
     model.eval()
     lengths = np.array([len(x) for x in ids])
-    order = np.argsort(lengths, kind="stable")
-    out = None
+    mine = shard(np.argsort(lengths, kind="stable"), procs)
+    num_labels = model.config.num_labels
+    local = np.zeros((len(mine), num_labels), dtype=np.float32)
     start, tokens = time.perf_counter(), 0
+    where = f" (process {procs.rank + 1}/{procs.world})" if procs is not None and procs.world > 1 else ""
     with progress(TextColumn("{task.fields[tps]:>6.0f} tok/s")) as bar, torch.inference_mode():
-        task = bar.add_task(label, total=len(ids), tps=0.0)
-        for s in range(0, len(order), batch_size):
-            idx = order[s:s + batch_size]
+        task = bar.add_task(label + where, total=len(mine), tps=0.0)
+        for s in range(0, len(mine), batch_size):
+            idx = mine[s:s + batch_size]
             x, mask = collate(ids, idx, pad_id, device)
             with autocast(device, bf16):
-                logits = model(input_ids=x, attention_mask=mask).logits.float().cpu().numpy()
-            if out is None:
-                out = np.zeros((len(ids), logits.shape[1]), dtype=np.float32)
-            out[idx] = logits
+                local[s:s + len(idx)] = model(input_ids=x, attention_mask=mask).logits.float().cpu().numpy()
             tokens += int(mask.sum())
             bar.update(task, advance=len(idx), tps=tokens / max(time.perf_counter() - start, 1e-9))
-    return out if out is not None else np.zeros((0, model.config.num_labels), dtype=np.float32)
+    out = np.zeros((len(ids), num_labels), dtype=np.float32)
+    for rows, logits in (procs.gather((mine, local)) if procs is not None else [(mine, local)]):
+        out[rows] = logits
+    return out
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -93,6 +249,8 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     resumed_at_step: int = 0
     steps: int = 0
+    tokens: int = 0  # non-pad tokens of the fine-tune batches run by this invocation (all processes)
+    train_seconds: float = 0.0  # wall time of those batches (validation passes excluded)
 
 
 def _trainable_state(model) -> dict:
@@ -116,13 +274,21 @@ def _save(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
+def _dropout_seed(seed: int, rank: int, epoch: int, micro: int) -> int:
+    return int(np.random.SeedSequence([seed, rank, epoch, micro]).generate_state(1)[0])
+
+
 def train(model, train_ids: list[list[int]], train_labels: np.ndarray, val_ids: list[list[int]],
           val_labels: np.ndarray, *, pad_id: int, lr: float, weight_decay: float, epochs: int, batch_size: int,
           grad_accum: int, seed: int, work_dir: Path, bf16: bool = False, checkpoint_every_s: float = 120.0,
-          checkpoint_every_steps: int | None = None, on_step=None) -> TrainResult:
-    """Fine-tune the trainable (LoRA + head) parameters; returns the best-on-validation state."""
-    import torch
+          checkpoint_every_steps: int | None = None, on_step=None, procs: Processes | None = None) -> TrainResult:
+    """Fine-tune the trainable (LoRA + head) parameters; returns the best-on-validation state (on every process).
 
+    ``batch_size`` is the global batch: with N processes each runs about batch_size / N examples of it."""
+    import torch
+    import torch.nn.functional as F
+
+    procs = procs or Processes.start()
     device = next(p for p in model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
@@ -136,52 +302,76 @@ def train(model, train_ids: list[list[int]], train_labels: np.ndarray, val_ids: 
     labels_t = torch.as_tensor(np.asarray(train_labels), dtype=torch.long)
 
     work_dir = Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = work_dir / CHECKPOINT
     state = {"step": 0, "epoch": 0, "micro": 0, "history": [], "best": None}
-    if ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ck = None
+    if procs.is_main:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        if ckpt_path.is_file():
+            ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ck = procs.broadcast(ck)  # the other processes never read the cache directory
+    if ck is not None:
         load_trainable_state(model, ck["trainable"])
         opt.load_state_dict(ck["optim"])
         sched.load_state_dict(ck["sched"])
-        torch.set_rng_state(ck["rng"])
         state = {k: ck[k] for k in ("step", "epoch", "micro", "history", "best")}
         log.info("resuming the fine-tune at step %d of %d (epoch %d)", state["step"], total, state["epoch"] + 1)
+        del ck
     resumed_at = state["step"]
+    ddp = procs.wrap(model)
 
     def save(epoch: int, micro: int) -> None:
-        _save(ckpt_path, {"trainable": _trainable_state(model), "optim": opt.state_dict(),
-                          "sched": sched.state_dict(), "rng": torch.get_rng_state(), "step": state["step"],
-                          "epoch": epoch, "micro": micro, "history": state["history"], "best": state["best"]})
+        if procs.is_main:  # the weights, optimizer and scheduler are the same in every process
+            _save(ckpt_path, {"trainable": _trainable_state(model), "optim": opt.state_dict(),
+                              "sched": sched.state_dict(), "step": state["step"], "epoch": epoch, "micro": micro,
+                              "history": state["history"], "best": state["best"]})
 
     last_save = time.monotonic()
-    start, tokens, ema = time.perf_counter(), 0, None
+    tokens, train_seconds, ema = 0, 0.0, None
     columns = (TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[tps]:>5.0f} tok/s"))
     with progress(*columns) as bar:
-        task = bar.add_task("fine-tune", total=total, completed=state["step"], loss=float("nan"), tps=0.0)
+        task = bar.add_task("fine-tune" + (f" ({procs.world} processes)" if procs.world > 1 else ""), total=total,
+                            completed=state["step"], loss=float("nan"), tps=0.0)
         for epoch in range(state["epoch"], epochs):
             model.train()
             batches = bucket_batches(lengths, batch_size, seed, epoch)
             first = state["micro"] if epoch == state["epoch"] else 0
             opt.zero_grad(set_to_none=True)
+            loss_sum, loss_n = 0.0, 0
+            t_epoch = time.perf_counter()
             for bi in range(first, len(batches)):
                 idx = batches[bi]
-                x, mask = collate(train_ids, idx, pad_id, device)
-                with autocast(device, bf16):
-                    out = model(input_ids=x, attention_mask=mask, labels=labels_t[idx].to(device))
-                (out.loss / grad_accum).backward()
-                tokens += int(mask.sum())
-                loss = float(out.loss.detach())
-                ema = loss if ema is None else 0.9 * ema + 0.1 * loss
-                if (bi + 1) % grad_accum and bi + 1 < len(batches):
+                mine = shard(idx, procs)
+                weight = procs.world / (len(idx) * grad_accum)
+                if len(mine) == 0:  # fewer examples than processes: join the gradient exchange with nothing
+                    mine, weight = idx[:1], 0.0
+                ends_step = not ((bi + 1) % grad_accum and bi + 1 < len(batches))
+                torch.manual_seed(_dropout_seed(seed, procs.rank, epoch, bi))
+                x, mask = collate(train_ids, mine, pad_id, device)
+                with procs.no_sync(ddp, skip=not ends_step):
+                    with autocast(device, bf16):
+                        logits = ddp(input_ids=x, attention_mask=mask).logits
+                    ce = F.cross_entropy(logits.float(), labels_t[mine].to(device), reduction="sum")
+                    (ce * weight).backward()
+                if weight:
+                    loss_sum, loss_n = loss_sum + float(ce.detach()), loss_n + len(mine)
+                tokens += int(lengths[idx].sum())
+                if not ends_step:
                     continue
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
                 state["step"] += 1
-                bar.update(task, completed=state["step"], loss=ema,
-                           tps=tokens / max(time.perf_counter() - start, 1e-9))
+                total_loss, total_n = procs.sum([loss_sum, loss_n])
+                loss = total_loss / max(total_n, 1)
+                loss_sum, loss_n = 0.0, 0
+                ema = loss if ema is None else 0.9 * ema + 0.1 * loss
+                elapsed = train_seconds + time.perf_counter() - t_epoch
+                bar.update(task, completed=state["step"], loss=ema, tps=tokens / max(elapsed, 1e-9))
+                procs.log({"train/loss": loss, "train/loss_ema": ema, "train/learning_rate": sched.get_last_lr()[0],
+                           "train/epoch": epoch + (bi + 1) / len(batches),
+                           "train/tokens_per_second": tokens / max(elapsed, 1e-9)}, step=state["step"])
                 due = (checkpoint_every_steps and state["step"] % checkpoint_every_steps == 0) or \
                     (not checkpoint_every_steps and time.monotonic() - last_save > checkpoint_every_s)
                 if due and bi + 1 < len(batches):
@@ -189,10 +379,13 @@ def train(model, train_ids: list[list[int]], train_labels: np.ndarray, val_ids: 
                     last_save = time.monotonic()
                 if on_step is not None:
                     on_step(state["step"])
-            val_logits = predict_logits(model, val_ids, pad_id, label=f"validate epoch {epoch + 1}", bf16=bf16)
+            train_seconds += time.perf_counter() - t_epoch
+            val_logits = predict_logits(model, val_ids, pad_id, label=f"validate epoch {epoch + 1}", bf16=bf16,
+                                        procs=procs)
             acc = accuracy(val_logits, val_labels)
             state["history"].append({"epoch": epoch + 1, "step": state["step"], "train_loss_ema": ema,
                                      "val_accuracy": acc})
+            procs.log({"val/accuracy": acc}, step=state["step"])
             log.info("epoch %d: validation accuracy %.4f", epoch + 1, acc)
             if state["best"] is None or acc > state["best"]["val_accuracy"]:
                 state["best"] = {"epoch": epoch + 1, "val_accuracy": acc, "state": _trainable_state(model),
@@ -202,4 +395,4 @@ def train(model, train_ids: list[list[int]], train_labels: np.ndarray, val_ids: 
     best = state["best"]
     return TrainResult(best_state=best["state"], best_epoch=best["epoch"], best_val_accuracy=best["val_accuracy"],
                        val_logits=best["val_logits"], history=state["history"], resumed_at_step=resumed_at,
-                       steps=state["step"])
+                       steps=state["step"], tokens=tokens, train_seconds=round(train_seconds, 3))
