@@ -63,6 +63,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
 NOT_CONTENT: tuple[str, ...] = (
     "stages/data/cli.py", "stages/data/info.py", "stages/data/stego_cli.py", "stages/teacher/cli.py",
     "stages/student/cli.py", "stages/student/export.py", "stages/report/cli.py",
+    "stages/student/noise.py",
 )
 
 

@@ -159,3 +159,25 @@ def export(
     path = export_run(run, fmt, out, texts=texts, split=split, limit=limit)
     log.info("exported %s to %s", run, path)
     print(path)
+
+
+@app.command("noise")
+def noise(
+    run: str = typer.Option(..., "--run", help="Student run key (or directory) of a quantum student."),
+    split: str = typer.Option("test", "--split", help="Split of the run's teacher cache: train | val | test."),
+    shots: str = typer.Option("16,64,256,1024,8192", "--shots", help="Comma-separated shot counts per example."),
+    noise_models: Annotated[Optional[list[str]], typer.Option(
+        "--noise", help="none (default) | depolarizing:P1,P2 | damping:GAMMA | readout:P | device:NAME, terms joined "
+                        "with +; repeat --noise for several models (none is always evaluated too).")] = None,
+    seeds: str = typer.Option("0,1,2,3,4", "--seeds", help="Sampling repeats, one seed each (mean ± std over them)."),
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N examples of the split.")] = None,
+    trajectories: int = typer.Option(1000, "--trajectories",
+                                     help="MindQuantum trajectories per example for depolarizing/damping/readout."),
+) -> None:
+    """Accuracy of a trained quantum student under finite shots and gate/readout noise, without retraining;
+    writes cache/noise/<key>/noise.json and prints its path."""
+    from stages.student.noise import evaluate_noise
+
+    path = evaluate_noise(run, split=split, shots=shots, noise=noise_models or ["none"], seeds=seeds, limit=limit,
+                          trajectories=trajectories)
+    print(path)
