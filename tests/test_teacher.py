@@ -296,7 +296,9 @@ def test_two_cpu_processes_under_accelerate_launch_write_the_single_process_cach
                                                                                   monkeypatch):
     """`accelerate launch --num_processes 2 --cpu` (gloo): same key, rows, order and format as one process, values
     to float tolerance. 41 fine-tune examples in global batches of 8 end with a batch of 1 (one process has no
-    example of it), and 2 accumulated micro-batches make each step; dropout is 0 (see docs/teacher.md)."""
+    example of it), and 2 accumulated micro-batches make each step; dropout is 0 (see docs/teacher.md). The
+    two processes take over from a single-process run interrupted at step 4 of 9: a checkpoint does not depend
+    on the number of processes."""
     import shutil
     import subprocess
     import sys
@@ -316,9 +318,16 @@ def test_two_cpu_processes_under_accelerate_launch_write_the_single_process_cach
     one = read_teacher_cache(run_teacher(resolve(data=dcfg, teacher=tcfg)))
 
     monkeypatch.setenv("QDLLM_CACHE_DIR", str(isolated_dirs / "cache-2"))
+
+    def stop(step):
+        if step == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_teacher(resolve(data=dcfg, teacher=tcfg), checkpoint_every_steps=1, on_step=stop)
     proc = subprocess.run([str(launcher), "launch", "--num_processes", "2", "--cpu", "--num_machines", "1",
                            "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "stages.cli", "teacher",
-                           "--task", "emotion", *flags], capture_output=True, text=True, cwd=ROOT, timeout=600,
+                           "--task", "emotion", *flags], capture_output=True, text=True, cwd=ROOT, timeout=600, check=False,
                           env={**os.environ, "QDLLM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     teacher_root = isolated_dirs / "cache-2" / "teacher"
@@ -328,7 +337,7 @@ def test_two_cpu_processes_under_accelerate_launch_write_the_single_process_cach
     two = read_teacher_cache(teacher_root / one.path.name)  # the reader's validation: schema, dims, hashes
 
     assert two.manifest["processes"] == {"count": 2, "device": "cpu", "backend": "gloo"}
-    assert one.manifest["processes"]["count"] == 1
+    assert one.manifest["processes"]["count"] == 1 and two.manifest["fine_tune"]["resumed_at_step"] == 4
     assert two.manifest["inputs"] == one.manifest["inputs"] and two.key == one.key
     for s in ("train", "val", "test"):
         a, b = one.splits[s], two.splits[s]
@@ -337,13 +346,49 @@ def test_two_cpu_processes_under_accelerate_launch_write_the_single_process_cach
         np.testing.assert_allclose(b.probs, a.probs, atol=1e-4)
         np.testing.assert_allclose(b.embeddings, a.embeddings, atol=1e-6)
     ft1, ft2 = one.manifest["fine_tune"], two.manifest["fine_tune"]
-    assert (ft1["best_epoch"], ft1["optimizer_steps"], ft1["tokens"]) == (ft2["best_epoch"], ft2["optimizer_steps"],
-                                                                         ft2["tokens"]) and ft1["optimizer_steps"] == 9
+    assert (ft1["best_epoch"], ft1["optimizer_steps"]) == (ft2["best_epoch"], ft2["optimizer_steps"]) == (3, 9)
+    assert 0 < ft2["tokens"] < ft1["tokens"]  # the tokens this invocation ran: steps 5 to 9
     assert [h["val_accuracy"] for h in ft1["history"]] == [h["val_accuracy"] for h in ft2["history"]]
     np.testing.assert_allclose([h["train_loss_ema"] for h in ft2["history"]],
                                [h["train_loss_ema"] for h in ft1["history"]], rtol=1e-4)
     assert one.manifest["teacher_metrics"]["val"]["accuracy"] > 0.75  # it learned: the weights really moved
     shutil.rmtree(isolated_dirs / "cache-2")
+
+
+def test_accelerate_cpu_launch_without_mpi_is_recognised(monkeypatch):
+    """`accelerate launch --cpu --num_processes N` runs the script once (MASTER_ADDR set, no rank): the teacher
+    command reads N from the launch command line and starts the N processes itself."""
+    import psutil
+
+    from stages.teacher import cli
+
+    class Parent:
+        def __init__(self, argv):
+            self.argv = argv
+
+        def cmdline(self):
+            return self.argv
+
+    def launched(*launch, **env):
+        argv = ["/venv/bin/python", "/venv/bin/accelerate", "launch", *launch, "-m", "stages.cli", "teacher",
+                "--teacher-epochs", "2"]
+        monkeypatch.setattr(psutil, "Process", lambda pid: Parent(argv))
+        for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "PMI_SIZE"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
+        monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        return cli._processes_accelerate_did_not_start()
+
+    assert launched("--num_processes", "2", "--cpu") == 2
+    assert launched("--num-processes=3", "--cpu") == 3
+    assert launched("--num_processes", "1", "--cpu") == 0
+    assert launched("--num_processes", "2", "--cpu", RANK="0", WORLD_SIZE="2") == 0  # the processes exist already
+    with pytest.raises(QdllmError, match="MPI"):
+        launched("--num_processes", "4", "--num_machines", "2", "--cpu")
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "False")
+    assert cli._processes_accelerate_did_not_start() == 0
 
 
 def test_gradient_checkpointing_gives_the_same_fine_tune(models_root, tmp_path):

@@ -113,14 +113,16 @@ def _processes_accelerate_did_not_start() -> int:
         return 0
     try:
         import psutil
-
+    except ImportError:
+        return 0
+    try:
         argv = psutil.Process(os.getppid()).cmdline()
         at = next(i for i, a in enumerate(argv) if a == "launch" or a.endswith("accelerate.commands.launch"))
-    except (StopIteration, Exception):  # not under accelerate's launcher after all
+    except (StopIteration, OSError, psutil.Error):  # not under accelerate's launcher after all
         return 0
     launch = argv[at + 1:]
-    script = next((i for i, a in enumerate(launch) if a in ("stages.cli", "qdllm") or a.endswith("stages/cli.py")
-                   or a.endswith("/qdllm")), len(launch))
+    script = next((i for i, a in enumerate(launch) if a in ("stages.cli", "qdllm")
+                   or a.endswith(("stages/cli.py", "/qdllm"))), len(launch))
     processes, machines = _option(launch[:script], "num_processes"), _option(launch[:script], "num_machines")
     if processes is None:  # from accelerate's config file
         try:
@@ -132,8 +134,8 @@ def _processes_accelerate_did_not_start() -> int:
                 cfg = load_config_from_file(args.config_file)
                 processes = processes if processes is not None else cfg.num_processes
                 machines = machines if machines is not None else cfg.num_machines
-        except (SystemExit, Exception):
-            pass
+        except (SystemExit, ImportError, OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass  # no readable config: one process, as accelerate itself assumes
     if (machines or 1) > 1:
         raise QdllmError("accelerate launch --cpu over several machines needs MPI (--mpirun_hostfile); or start "
                          "torchrun on each machine with --nnodes and --node_rank.")
@@ -161,7 +163,7 @@ def _start_processes(n: int) -> int:
     env = {k: v for k, v in os.environ.items() if k not in ("MASTER_ADDR", "MASTER_PORT")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]),
                                                       env.get("PYTHONPATH")]))
-    return subprocess.run(cmd, env=env).returncode
+    return subprocess.run(cmd, env=env, check=False).returncode
 
 
 @app.command("params")

@@ -27,8 +27,8 @@ from pipeline import paths
 from pipeline.cache import SPLITS, TeacherSplit, write_teacher_cache
 from pipeline.errors import QdllmError
 from pipeline.metrics import classification_metrics, softmax
-from pipeline.probe import probe_ceiling
 from pipeline.plan import Plan
+from pipeline.probe import probe_ceiling
 from pipeline.publish import MANIFEST, _fsync_tree, is_complete, key_lock
 from stages.teacher.train import Processes, launched_processes, shard
 

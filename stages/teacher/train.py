@@ -303,7 +303,7 @@ def train(model, train_ids: list[list[int]], train_labels: np.ndarray, val_ids: 
 
     work_dir = Path(work_dir)
     ckpt_path = work_dir / CHECKPOINT
-    state = {"step": 0, "epoch": 0, "micro": 0, "history": [], "best": None}
+    state = {"step": 0, "epoch": 0, "micro": 0, "history": [], "best": None, "ema": None}
     ck = None
     if procs.is_main:
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -314,7 +314,7 @@ def train(model, train_ids: list[list[int]], train_labels: np.ndarray, val_ids: 
         load_trainable_state(model, ck["trainable"])
         opt.load_state_dict(ck["optim"])
         sched.load_state_dict(ck["sched"])
-        state = {k: ck[k] for k in ("step", "epoch", "micro", "history", "best")}
+        state = {k: ck.get(k) for k in state}
         log.info("resuming the fine-tune at step %d of %d (epoch %d)", state["step"], total, state["epoch"] + 1)
         del ck
     resumed_at = state["step"]
@@ -324,10 +324,10 @@ def train(model, train_ids: list[list[int]], train_labels: np.ndarray, val_ids: 
         if procs.is_main:  # the weights, optimizer and scheduler are the same in every process
             _save(ckpt_path, {"trainable": _trainable_state(model), "optim": opt.state_dict(),
                               "sched": sched.state_dict(), "step": state["step"], "epoch": epoch, "micro": micro,
-                              "history": state["history"], "best": state["best"]})
+                              "history": state["history"], "best": state["best"], "ema": state["ema"]})
 
     last_save = time.monotonic()
-    tokens, train_seconds, ema = 0, 0.0, None
+    tokens, train_seconds = 0, 0.0
     columns = (TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[tps]:>5.0f} tok/s"))
     with progress(*columns) as bar:
         task = bar.add_task("fine-tune" + (f" ({procs.world} processes)" if procs.world > 1 else ""), total=total,
@@ -366,7 +366,7 @@ def train(model, train_ids: list[list[int]], train_labels: np.ndarray, val_ids: 
                 total_loss, total_n = procs.sum([loss_sum, loss_n])
                 loss = total_loss / max(total_n, 1)
                 loss_sum, loss_n = 0.0, 0
-                ema = loss if ema is None else 0.9 * ema + 0.1 * loss
+                ema = state["ema"] = loss if state["ema"] is None else 0.9 * state["ema"] + 0.1 * loss
                 elapsed = train_seconds + time.perf_counter() - t_epoch
                 bar.update(task, completed=state["step"], loss=ema, tps=tokens / max(elapsed, 1e-9))
                 procs.log({"train/loss": loss, "train/loss_ema": ema, "train/learning_rate": sched.get_last_lr()[0],
@@ -383,7 +383,7 @@ def train(model, train_ids: list[list[int]], train_labels: np.ndarray, val_ids: 
             val_logits = predict_logits(model, val_ids, pad_id, label=f"validate epoch {epoch + 1}", bf16=bf16,
                                         procs=procs)
             acc = accuracy(val_logits, val_labels)
-            state["history"].append({"epoch": epoch + 1, "step": state["step"], "train_loss_ema": ema,
+            state["history"].append({"epoch": epoch + 1, "step": state["step"], "train_loss_ema": state["ema"],
                                      "val_accuracy": acc})
             procs.log({"val/accuracy": acc}, step=state["step"])
             log.info("epoch %d: validation accuracy %.4f", epoch + 1, acc)
