@@ -27,7 +27,8 @@ from pipeline.errors import QdllmError
 from pipeline.publish import MANIFEST, is_complete, key_lock, publish_dir
 from stages.report import tables as T
 from stages.report.distill import distillation_section
-from stages.report.runs import METRICS, Run, Teacher, file_digest, load_runs, load_teachers
+from stages.report.runs import (METRICS, NOISE, NoiseEval, Run, Teacher, file_digest, load_noise, load_runs,
+                                load_teachers)
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,8 @@ def reports_dir() -> Path:
 # ---------------------------------------------------------------- key
 
 
-def report_inputs(runs: list[Run], teachers: dict[str, Teacher], paper_teachers: bool) -> dict[str, Any]:
+def report_inputs(runs: list[Run], teachers: dict[str, Teacher], paper_teachers: bool,
+                  noise: list[NoiseEval] | None = None) -> dict[str, Any]:
     """Everything that decides the report's content."""
     tdir = paths.cache_dir() / "teacher"
     return {
@@ -60,6 +62,7 @@ def report_inputs(runs: list[Run], teachers: dict[str, Teacher], paper_teachers:
         "datasets": {k: file_digest(p / MANIFEST) if p else None
                      for k, p in sorted((k, _dataset_dir(t)) for k, t in teachers.items())},
         "paper_teachers": paper_teachers,
+        "noise": {e.key: file_digest(e.path / NOISE) for e in noise or []},
         "code": code_hash("report"),
         # the paper teachers' LoRA counts come from `qdllm teacher params`: they change when its code does
         "teacher_params_code": code_hash("teacher-params") if paper_teachers else None,
@@ -251,7 +254,7 @@ def _circuits(main: dict[tuple[str, str], list[Run]], out: Path) -> dict[str, st
 
 
 def write_report(out: Path, runs: list[Run], teachers: dict[str, Teacher], paper: list[dict], paper_note: str,
-                 skipped: list[str], key: str) -> list[str]:
+                 skipped: list[str], key: str, noise: list[NoiseEval] | None = None) -> list[str]:
     """Write report.md and every figure into ``out``; return the file names written."""
     from stages.report import figures as F
 
@@ -265,6 +268,8 @@ def write_report(out: Path, runs: list[Run], teachers: dict[str, Teacher], paper
                  (F.confusion_matrices, (rs, out, f"confusion-{stem}.png", f"Test confusion matrices: {title}")),
                  (F.timings, (rs, out, f"timing-{stem}.png", f"Cost per method: {title}"))]
     jobs.append((F.accuracy_vs_params, (T.params_panels(runs), teachers, out, "accuracy-vs-params.png")))
+    if noise:
+        jobs.append((F.accuracy_vs_shots, (noise, {r.key: r.label for r in runs}, out, "accuracy-vs-shots.png")))
     with progress() as bar:
         t = bar.add_task("drawing figures", total=len(jobs))
         for fn, args in jobs:
@@ -301,6 +306,13 @@ def write_report(out: Path, runs: list[Run], teachers: dict[str, Teacher], paper
             if r.key in circuits:
                 md += [f"Circuit of {r.label} (run {r.key}): ![circuit]({circuits[r.key]})", ""]
     md += ["## Accuracy against trainable parameters", "", "![Accuracy vs parameters](accuracy-vs-params.png)", ""]
+    md += ["## Shots and noise", ""]
+    if noise:
+        md += ["What the quantum students would score on a device that estimates each ⟨Z_i⟩ from a finite number "
+               "of shots, without and with gate and readout noise (`qdllm student noise`, docs/noise.md).", "",
+               "![Accuracy against shots](accuracy-vs-shots.png)", "", T.shots_table(noise, runs).markdown(), ""]
+    else:
+        md += ["No shot or noise evaluations yet; `qdllm student noise --run KEY` makes them (docs/noise.md).", ""]
 
     ablations = (T.loss_ablation_tables(runs, teachers), T.teacher_ablation_tables(runs, teachers),
                  T.size_ablation_tables(runs, teachers))
@@ -321,7 +333,8 @@ def build_report(paper_teachers: bool = True, force: bool = False) -> Path:
     if not runs:
         raise QdllmError(f"No finished student runs under {paths.cache_dir() / 'student'}; run `make student` first.")
     teachers = load_teachers(runs)
-    inputs = report_inputs(runs, teachers, paper_teachers)
+    noise = load_noise(runs)
+    inputs = report_inputs(runs, teachers, paper_teachers, noise)
     full = keys.digest(inputs)
     final = reports_dir() / keys.short(full)
     with key_lock(final):
@@ -331,7 +344,7 @@ def build_report(paper_teachers: bool = True, force: bool = False) -> Path:
         paper, note = paper_teacher_params() if paper_teachers else ([], "The paper teachers' LoRA counts were "
                                                                           "not requested (--no-paper-teachers).")
         with publish_dir(final) as pub:
-            files = write_report(pub.path, runs, teachers, paper, note, skipped, keys.short(full))
+            files = write_report(pub.path, runs, teachers, paper, note, skipped, keys.short(full), noise)
             pub.manifest = {"schema_version": SCHEMA_VERSION, "kind": "report", "key": full, "inputs": inputs,
                             "files": files, "runs": [r.key for r in runs],
                             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

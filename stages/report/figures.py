@@ -165,3 +165,37 @@ def timings(runs: list[Run], out: Path, name: str, title: str) -> str:
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, out, name)
+
+
+def accuracy_vs_shots(evals: list, labels: dict[str, str], out: Path, name: str) -> str:
+    """Accuracy (mean ± std over sampling repeats) against shots per example, log x, one line per noise model;
+    the exact (state-vector, infinite-shot) accuracy dashed. One panel per noise evaluation."""
+    ncol = min(2, len(evals))
+    nrow = -(-len(evals) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(6.4 * ncol, 4.4 * nrow), squeeze=False)
+    for ax in axes.flat[len(evals):]:
+        ax.set_axis_off()
+    cmap = plt.get_cmap("tab10")
+    for ax, e in zip(axes.flat, evals):
+        shots = set()
+        for i, model in enumerate(e.models):
+            rows = e.rows(model)
+            x = [r["shots"] for r in rows]
+            shots.update(x)
+            y = [100 * r["accuracy"]["mean"] for r in rows]
+            err = [100 * (r["accuracy"].get("std") or 0.0) for r in rows]
+            ax.errorbar(x, y, yerr=err, fmt="-o", ms=4, capsize=3, color="black" if model == "none" else cmap(i % 10),
+                        label="no noise (shots only)" if model == "none" else model)
+        if e.exact_accuracy is not None:
+            ax.axhline(100 * e.exact_accuracy, ls="--", color="gray", label="exact (state vector)")
+        ax.set_xscale("log")
+        if shots:
+            ax.set_xticks(sorted(shots), [f"{s:,}" for s in sorted(shots)])
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        split = (e.data.get("settings") or {}).get("split", "test")
+        ax.set(title=f"{labels.get(e.run, e.run)} (run {e.run})\n{split}, {e.data.get('examples', '?')} examples",
+               xlabel="shots per example (log scale)", ylabel="accuracy (%)")
+        ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle("Accuracy against shots")
+    fig.tight_layout()
+    return _save(fig, out, name)

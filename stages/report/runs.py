@@ -205,3 +205,54 @@ def load_teachers(runs: list[Run], root: Path | None = None) -> dict[str, Teache
 
 def file_digest(path: Path) -> str | None:
     return sha256_file(path) if Path(path).is_file() else None
+
+
+# ---------------------------------------------------------------- shots and noise evaluations
+
+NOISE = "noise.json"
+
+
+@dataclass
+class NoiseEval:
+    """One ``qdllm student noise`` result: ``cache/noise/<key>/noise.json`` of a run in the report."""
+
+    key: str
+    path: Path
+    data: dict[str, Any]
+
+    @property
+    def run(self) -> str:
+        return str(self.data.get("run", ""))
+
+    @property
+    def models(self) -> list[str]:
+        """Noise models in the order evaluated ("none" first)."""
+        return list(dict.fromkeys(r.get("noise", "none") for r in self.data.get("shots") or []))
+
+    def rows(self, model: str) -> list[dict[str, Any]]:
+        return sorted((r for r in self.data.get("shots") or [] if r.get("noise") == model), key=lambda r: r["shots"])
+
+    @property
+    def exact_accuracy(self) -> float | None:
+        v = (self.data.get("exact") or {}).get("accuracy")
+        return None if v is None else float(v)
+
+
+def load_noise(runs: list[Run], root: Path | None = None) -> list[NoiseEval]:
+    """Complete noise evaluations (``manifest.json`` present) of the given runs, by run then key; none is fine."""
+    root = Path(root) if root is not None else paths.cache_dir() / "noise"
+    keys = {r.key for r in runs}
+    out = []
+    if not root.is_dir():
+        return out
+    for d in sorted(root.iterdir()):
+        if d.name.startswith(".") or not d.is_dir() or not (d / MANIFEST).is_file():
+            continue
+        data = _read_json(d / NOISE)
+        if data is None or not isinstance(data.get("shots"), list) or not data.get("exact"):
+            log.warning("skipping noise evaluation %s: its noise.json is missing or unreadable", d)
+            continue
+        if str(data.get("run")) in keys:
+            out.append(NoiseEval(key=d.name, path=d, data=data))
+    out.sort(key=lambda e: (e.run, str(e.data.get("created", "")), e.key))
+    return out

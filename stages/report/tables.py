@@ -231,3 +231,38 @@ def _without(run: Run, vary: tuple[str, ...]) -> str:
     diff = [f"{f}={cfg[f]}" for f in run.fields
             if f not in vary and f in cfg and cfg[f] != getattr(DEFAULTS, f)]
     return f"{run.model}, " + (", ".join(diff) if diff else "other settings at their defaults")
+
+
+def shots_table(evals: list, runs: list[Run]) -> Table:
+    """Shots needed to come within 1 point of the exact accuracy, per noise evaluation and noise model."""
+    by_key = {r.key: r for r in runs}
+    t = Table(title="Shots to come within 1 point of the exact accuracy",
+              headers=["Student", "Acc/Param", "Split (examples)", "Noise model", "Exact acc (%)",
+                       "Acc at most shots (%)", "Shots within 1 point", "Noisy sim (examples/s)", "Run", "Evaluation"],
+              note=("Exact = state-vector ⟨Z⟩ of the run's best-validation seed on the evaluated examples (no noise, "
+                    "infinite shots). Each noise model's accuracy at S shots is the mean ± std over sampling repeats; "
+                    "'Shots within 1 point' is the fewest evaluated S from which on the mean accuracy stays within "
+                    "1 point of the exact accuracy (— when even the most shots are not). Acc/Param is the run's, from its metrics."))
+    for e in evals:
+        r = by_key.get(e.run)
+        exact = e.exact_accuracy
+        models = e.data.get("models") or {}
+        split = (e.data.get("settings") or {}).get("split", "test")
+        for m in e.models:
+            rows = e.rows(m)
+            if not rows:
+                continue
+            top = rows[-1]
+            acc = top.get("accuracy") or {}
+            ok = []  # from here on every larger shot count is within 1 point too
+            for x in reversed(rows):
+                if exact is None or abs(x["accuracy"]["mean"] - exact) > 0.01 + 1e-12:
+                    break
+                ok.append(x["shots"])
+            rate = (models.get(m) or {}).get("examples_per_second") if m != "none" else None
+            t.rows.append([r.label if r else DASH, sci(r.summary.get("acc_per_param")) if r else DASH,
+                           f"{split} ({e.data.get('examples', '?')})", m, pct(exact),
+                           f"{pct((float(acc['mean']), float(acc.get('std') or 0.0)))} at {top['shots']:,}"
+                           if acc.get("mean") is not None else DASH,
+                           f"{min(ok):,}" if ok else DASH, f"{rate:.3g}" if rate else DASH, e.run, e.key])
+    return t

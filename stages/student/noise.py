@@ -29,7 +29,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -446,7 +446,7 @@ def _device_modules():
     try:
         import qiskit  # noqa: F401
         import qiskit_aer  # noqa: F401
-        import qiskit_ibm_runtime.fake_provider as fake_provider
+        from qiskit_ibm_runtime import fake_provider
     except ImportError:
         raise QdllmError(f"--noise device:NAME needs Qiskit, Qiskit Aer and the IBM fake backends; install them with "
                          f"{DEVICE_PACKAGES} (the dev extra has the first two).") from None
@@ -455,8 +455,7 @@ def _device_modules():
 
 def _norm(name: str) -> str:
     s = name.lower().replace("_", "").replace("-", "")
-    s = s[4:] if s.startswith("fake") else s
-    return s[:-2] if s.endswith("v2") else s
+    return s.removeprefix("fake").removesuffix("v2")
 
 
 def device_backend(name: str, n_qubits: int):
@@ -499,7 +498,7 @@ def readout_matrices(backend, physical: list[int]) -> list[np.ndarray]:
     calibration values ``NoiseModel.from_backend`` uses."""
     from qiskit_aer.noise.device.models import basic_device_readout_errors
 
-    errors = {tuple(q)[0]: np.asarray(e.probabilities, dtype=np.float64)
+    errors = {int(q[0]): np.asarray(e.probabilities, dtype=np.float64)
               for q, e in basic_device_readout_errors(target=backend.target)}
     return [errors.get(q, np.eye(2)) for q in physical]
 
@@ -604,9 +603,14 @@ def shot_rows(student: Student, sampler: ShotSampler, y: np.ndarray, exact_pred:
 
 
 def shots_needed(rows: list[dict], exact_accuracy: float, tolerance: float = 0.01) -> int | None:
-    """Fewest evaluated shots whose mean accuracy is within ``tolerance`` of the exact accuracy."""
-    ok = [r["shots"] for r in rows if abs(r["accuracy"]["mean"] - exact_accuracy) <= tolerance + 1e-12]
-    return min(ok) if ok else None
+    """Fewest evaluated shots from which on the mean accuracy is within ``tolerance`` of the exact accuracy (at
+    that shot count and every larger one evaluated); None when the largest is not."""
+    needed = None
+    for r in sorted(rows, key=lambda r: -r["shots"]):
+        if abs(r["accuracy"]["mean"] - exact_accuracy) > tolerance + 1e-12:
+            break
+        needed = r["shots"]
+    return needed
 
 
 def _noisy_probabilities(student: Student, model: NoiseSpec, z, theta, settings: Settings, bar, backend=None):
@@ -693,7 +697,7 @@ def _evaluate(student: Student, settings: Settings, backends: dict) -> dict:
         "class_names": student.manifest.get("class_names"), "seed": student.seed,
         "circuit": {"variant": student.spec.variant, "n_qubits": student.spec.n_qubits,
                     "n_layers": student.spec.n_layers, "gates": len(student.spec.gates)},
-        "settings": {**settings.key_inputs(), "trajectories": settings.trajectories}, "examples": int(len(y)),
+        "settings": {**settings.key_inputs(), "trajectories": settings.trajectories}, "examples": len(y),
         "exact": _subset(exact),
         "run_metrics": {"split": "test", **_subset(run_seed.get("test") or {})},
         "models": models, "shots": rows,
