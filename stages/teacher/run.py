@@ -53,22 +53,20 @@ def run_teacher(plan: Plan, *, report_to: tuple[str, ...] = (), logging_dir: str
     (called by the main process only) fetches the cache from a remote instead and returns its directory, or None
     when the remote lacks it. None of these change the cache. In a multi-process launch every process calls this
     and gets the same directory back."""
-    dcfg, dpath = plan.data.config, plan.data.dir
     tcfg, final = plan.teacher.config, plan.teacher.dir
     distributed = launched_processes() > 1
-    if not distributed and is_complete(final):
-        log.info("teacher cache %s is already complete: nothing to do", final)
-        return final
-    if not (dpath / MANIFEST).is_file():
-        raise QdllmError(f"The {dcfg.task} dataset ({dpath}) has not been built; run `qdllm data` with the same data "
-                         f"options first (e.g. `make data TASK={dcfg.task}`).")
+    if not distributed:
+        if is_complete(final):
+            log.info("teacher cache %s is already complete: nothing to do", final)
+            return final
+        if pull is not None and pull() is not None:
+            return final
+        _require_data(plan)
     from stages.lm.models import quiet_libraries
     from stages.teacher.model import check_quantize
 
     quiet_libraries()
     check_quantize(tcfg.quantize)
-    if not distributed and pull is not None and pull() is not None:
-        return final
     procs = Processes.start(report_to=tuple(report_to), logging_dir=logging_dir or runs_dir(plan.teacher.key.short))
     if not procs.is_main:
         from pipeline.console import setup_logging
@@ -93,6 +91,13 @@ def run_teacher(plan: Plan, *, report_to: tuple[str, ...] = (), logging_dir: str
     finally:
         procs.end()
     return final
+
+
+def _require_data(plan: Plan) -> None:
+    dcfg, dpath = plan.data.config, plan.data.dir
+    if not (dpath / MANIFEST).is_file():
+        raise QdllmError(f"The {dcfg.task} dataset ({dpath}) has not been built; run `qdllm data` with the same data "
+                         f"options first (e.g. `make data TASK={dcfg.task}`).")
 
 
 def _device_name(procs: Processes) -> str:
@@ -137,6 +142,7 @@ def _build(plan: Plan, procs: Processes, gradient_checkpointing: bool, train_kwa
     from stages.teacher import model as classifier
     from stages.teacher import train
 
+    _require_data(plan)  # (checked before any process starts when there is one)
     dcfg, tcfg, tkey, final = plan.data.config, plan.teacher.config, plan.teacher.key, plan.teacher.dir
     timings: dict[str, float] = {}
     t0 = t = time.perf_counter()

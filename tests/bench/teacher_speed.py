@@ -7,10 +7,12 @@ their wall time, validation passes excluded) and ``export.tokens_per_second`` (t
 train and test rows). Medians are printed with the ratio to one process on every core, and the caches are
 compared: rows, keys, largest logit difference and val/test accuracy.
 
-Configurations: 1 process x all cores (what plain ``qdllm teacher`` does on an idle machine), 1 process x 1 thread,
-and ``accelerate launch --cpu --num_processes N`` with cores/N threads each.
+Configurations: plain ``qdllm teacher`` (one process) and ``accelerate launch --cpu --num_processes N``, both
+with the stage's own thread choice (all idle cores for one process, cores / N for each of N; on a machine other
+programs keep busy that is one thread each, printed from the manifest); ``--all-cores`` adds one process forced
+to every core (``QDLLM_THREADS``), which on a busy small machine is many times slower.
 
-Default workload: the packaged SmolLM2-135M on the emotion dataset, 256 fine-tune examples, 256 exported rows per
+Default workload: the packaged SmolLM2-135M on the emotion dataset, 160 fine-tune examples, 160 exported rows per
 split, 48 tokens, global batch 16, one epoch, ``--precision`` auto (bf16 autocast on AMX / AVX512-BF16 CPUs),
 ``teacher-input`` embeddings (no encoder pass; it is not measured). ``--tiny`` uses a tiny LLaMA built from a
 config instead (start-up and communication dominate there).
@@ -42,15 +44,19 @@ from pipeline import blas  # noqa: E402
 def teacher_args(model: str, args) -> list[str]:
     return ["--task", "emotion", "--model", model, "--profile", "cpu", "--embedder", "teacher-input",
             "--teacher-epochs", "1", "--max-train-examples", str(args.train), "--max-export-examples", str(args.export),
-            "--max-length", str(args.max_length), "--teacher-batch-size", str(args.batch), "--precision", args.precision]
+            "--max-length", str(args.max_length), "--teacher-batch-size", str(args.batch), "--precision", args.precision,
+            *(["--lora-dropout", str(args.lora_dropout)] if args.lora_dropout is not None else [])]
 
 
-def run_once(name: str, launch: list[str], threads: int, flags: list[str], env: dict, work: Path, i: int) -> dict:
+def run_once(name: str, launch: list[str], threads: int | None, flags: list[str], env: dict, work: Path,
+             i: int) -> dict:
     cache = work / f"cache-{name.replace(' ', '')}-{i}"
+    env = {**env, "QDLLM_CACHE_DIR": str(cache)}
+    if threads:
+        env["QDLLM_THREADS"] = str(threads)
     t0 = time.perf_counter()
     proc = subprocess.run([*launch, "-m", "stages.cli", "-q", "teacher", *flags], cwd=ROOT, capture_output=True,
-                          text=True, env={**env, "QDLLM_CACHE_DIR": str(cache), "QDLLM_THREADS": str(threads)},
-                          check=False)
+                          text=True, env=env, check=False)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed:\n{proc.stderr[-4000:]}")
@@ -67,11 +73,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--tiny", action="store_true", help="a tiny LLaMA built from a config instead of SmolLM2-135M")
-    ap.add_argument("--train", type=int, default=256, help="fine-tune examples")
-    ap.add_argument("--export", type=int, default=256, help="exported rows per split")
+    ap.add_argument("--train", type=int, default=160, help="fine-tune examples")
+    ap.add_argument("--export", type=int, default=160, help="exported rows per split")
     ap.add_argument("--max-length", type=int, default=48)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    ap.add_argument("--all-cores", action="store_true", help="add one process forced to use every core")
+    ap.add_argument("--lora-dropout", type=float, default=None,
+                    help="e.g. 0: the N-process cache then equals the single-process one to float tolerance")
     args = ap.parse_args()
 
     import torch
@@ -81,7 +90,8 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.2f} at start")
     cores = len(os.sched_getaffinity(0))
     work = Path(tempfile.mkdtemp(prefix="teacher-speed-"))
-    env = {**os.environ, "QDLLM_DATA_DIR": str(work / "data"), "QDLLM_HASH_MEMO": str(work / "hashes.json"),
+    env = {k: v for k, v in os.environ.items() if k != "QDLLM_THREADS"}
+    env = {**env, "QDLLM_DATA_DIR": str(work / "data"), "QDLLM_HASH_MEMO": str(work / "hashes.json"),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     try:
         if args.tiny:
@@ -98,16 +108,16 @@ def main() -> None:
         n = args.processes
         accelerate = [str(Path(sys.executable).parent / "accelerate"), "launch", "--num_processes", str(n), "--cpu",
                       "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-        configs = [(f"1 process x {cores} threads", [sys.executable], cores),
-                   ("1 process x 1 thread", [sys.executable], 1),
-                   (f"{n} processes x {max(1, cores // n)} thread(s)", accelerate, max(1, cores // n))]
+        configs = [("1 process", [sys.executable], None), (f"{n} processes", accelerate, None)]
+        if args.all_cores:
+            configs.append((f"1 process x {cores} threads", [sys.executable], cores))
         results: dict[str, list[dict]] = {name: [] for name, _, _ in configs}
         for i in range(args.repeats):
             for name, launch, threads in configs:
                 r = run_once(name, launch, threads, flags, env, work, i)
                 results[name].append(r)
                 print(f"  repeat {i + 1} {name}: fine-tune {r['fine_tune']:.0f} tok/s, export {r['export']:.0f} "
-                      f"tok/s, wall {r['wall']:.1f} s", flush=True)
+                      f"tok/s, wall {r['wall']:.1f} s; {r['device']}", flush=True)
         first = results[configs[0][0]][0]
         print(f"\nmodel {model}, precision {first['precision']}, {first['fine_tune_tokens']} fine-tune tokens and "
               f"{first['export_tokens']} export tokens per run, medians of {args.repeats}:")
