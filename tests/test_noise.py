@@ -227,7 +227,7 @@ def test_noise_grammar():
     assert N.parse_noise("none").is_none
     m = N.parse_noise(" Depolarizing:0.001,0.01 + readout:0.02+damping:1e-3")
     assert m.text == "depolarizing:0.001,0.01+damping:0.001+readout:0.02"
-    assert N.parse_noise("device:sherbrooke").device == "sherbrooke"
+    assert N.parse_noise("device:Sherbrooke").device == "sherbrooke"
     s = N.make_settings(noise=["none", "readout:0.1", "readout:0.1"], shots="64,16")
     assert [x.text for x in s.noise] == ["none", "readout:0.1"] and s.shots == (16, 64)
     for bad, match in (("gaussian:0.1", "Unknown noise model"), ("depolarizing:0.1", "two probabilities"),

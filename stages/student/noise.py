@@ -135,7 +135,7 @@ def parse_noise(text: str) -> NoiseSpec:
                 raise QdllmError(f"--noise {term!r}: {kind} needs a probability, e.g. {kind}:0.01.")
             found[kind] = _probability(arg, term)
         else:
-            name = arg.strip()
+            name = arg.strip().lower()
             if not name:
                 raise QdllmError(f"--noise {term!r}: device needs a backend name, e.g. device:sherbrooke.")
             found[kind] = name
@@ -450,6 +450,9 @@ def _device_modules():
     except ImportError:
         raise QdllmError(f"--noise device:NAME needs Qiskit, Qiskit Aer and the IBM fake backends; install them with "
                          f"{DEVICE_PACKAGES} (the dev extra has the first two).") from None
+    for name in ("qiskit", "qiskit_aer", "qiskit_ibm_runtime"):  # one INFO line per transpiler pass otherwise
+        logger = logging.getLogger(name)
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
     return fake_provider
 
 
