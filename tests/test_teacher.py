@@ -327,8 +327,8 @@ def test_two_cpu_processes_under_accelerate_launch_write_the_single_process_cach
         run_teacher(resolve(data=dcfg, teacher=tcfg), checkpoint_every_steps=1, on_step=stop)
     proc = subprocess.run([str(launcher), "launch", "--num_processes", "2", "--cpu", "--num_machines", "1",
                            "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "stages.cli", "teacher",
-                           "--task", "emotion", *flags], capture_output=True, text=True, cwd=ROOT, timeout=600, check=False,
-                          env={**os.environ, "QDLLM_THREADS": "1"})
+                           "--task", "emotion", *flags], capture_output=True, text=True, cwd=ROOT, timeout=600,
+                          check=False, env={**os.environ, "QDLLM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     teacher_root = isolated_dirs / "cache-2" / "teacher"
     assert proc.stdout.split() == [str(teacher_root / one.path.name)]  # the main process prints it, once
@@ -534,7 +534,7 @@ def test_packaged_smollm2_loads_offline_and_a_small_run_beats_chance(monkeypatch
     out = lm.generate(**tok("The capital of France is", return_tensors="pt"), max_new_tokens=3, do_sample=False)
     assert out.shape[1] > 5
     dcfg = write_tiny_dataset(n=(96, 40, 40))
-    tcfg = TeacherConfig(profile="cpu", max_train_examples=96, lr=5e-4, epochs=3)
+    tcfg = TeacherConfig(profile="cpu", max_train_examples=96, lr=5e-4, epochs=3, embedder="minilm")
     cache = read_teacher_cache(run_teacher(resolve(data=dcfg, teacher=tcfg)))
     assert cache.embedding_dim == 384 and cache.manifest["lora_trainable_params"] == 16_129_152
     assert cache.manifest["teacher_metrics"]["test"]["accuracy"] >= 0.8, cache.manifest["teacher_metrics"]

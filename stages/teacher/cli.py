@@ -43,8 +43,8 @@ def teacher(
                                                "cache/teacher/.runs/<key>); MLflow follows MLFLOW_TRACKING_URI."),
     gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing/--no-gradient-checkpointing",
                                                 help="Recompute activations in the backward pass: far less memory "
-                                                "for large models, about a third more compute. Does not change the "
-                                                "cache (QLoRA always uses it)."),
+                                                "for large models, one more forward pass of each layer. Does not "
+                                                "change the cache (QLoRA always uses it)."),
 ) -> None:
     """Fine-tune the teacher (LoRA r=200 classifier) and write cache/teacher/<key>/; does nothing when it exists.
 

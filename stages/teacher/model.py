@@ -94,9 +94,9 @@ def add_lora(model, *, r: int, alpha: int, dropout: float, quantize: str = "none
     """LoRA on the family's attention projections, task type SEQ_CLS (the head stays trainable).
 
     ``gradient_checkpointing`` recomputes each layer's activations in the backward pass instead of keeping them
-    (less memory for large models, about a third more compute; QLoRA always uses it). The non-reentrant variant is
-    used: it works with a frozen embedding layer and under DDP, and it restores the RNG state, so dropout masks and
-    the results are the same as without it."""
+    (less memory for large models, one more forward pass of each layer; QLoRA always uses it). The non-reentrant
+    variant is used: it works with a frozen embedding layer and under DDP, and it restores the RNG state, so dropout
+    masks and the results are the same as without it."""
     import torch
     from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
 

@@ -44,8 +44,8 @@ from pipeline import blas  # noqa: E402
 def teacher_args(model: str, args) -> list[str]:
     return ["--task", "emotion", "--model", model, "--profile", "cpu", "--embedder", "teacher-input",
             "--teacher-epochs", "1", "--max-train-examples", str(args.train), "--max-export-examples", str(args.export),
-            "--max-length", str(args.max_length), "--teacher-batch-size", str(args.batch), "--precision", args.precision,
-            *(["--lora-dropout", str(args.lora_dropout)] if args.lora_dropout is not None else [])]
+            "--max-length", str(args.max_length), "--teacher-batch-size", str(args.batch),
+            "--precision", args.precision, *(["--lora-dropout", str(args.lora_dropout)] if args.lora_dropout is not None else [])]
 
 
 def run_once(name: str, launch: list[str], threads: int | None, flags: list[str], env: dict, work: Path,
