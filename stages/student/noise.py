@@ -443,16 +443,16 @@ def _channel_text(model: NoiseSpec) -> str:
 
 
 def _device_modules():
+    for name in ("qiskit", "qiskit_aer", "qiskit_ibm_runtime"):  # one INFO line per transpiler pass otherwise
+        logger = logging.getLogger(name)
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
     try:
         import qiskit  # noqa: F401
         import qiskit_aer  # noqa: F401
         from qiskit_ibm_runtime import fake_provider
     except ImportError:
         raise QdllmError(f"--noise device:NAME needs Qiskit, Qiskit Aer and the IBM fake backends; install them with "
-                         f"{DEVICE_PACKAGES} (the dev extra has the first two).") from None
-    for name in ("qiskit", "qiskit_aer", "qiskit_ibm_runtime"):  # one INFO line per transpiler pass otherwise
-        logger = logging.getLogger(name)
-        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+                         f"{DEVICE_PACKAGES} (the dev extra has them).") from None
     return fake_provider
 
 
@@ -527,7 +527,7 @@ def device_probabilities(spec, name: str, z: np.ndarray, theta: np.ndarray, seed
     backend = backend or device_backend(name, spec.n_qubits)
     t0 = time.perf_counter()
     qc, zpar = qiskit_circuit(spec, theta)
-    tqc = transpile(qc, backend, optimization_level=1, seed_transpiler=seed)
+    tqc = transpile(qc, backend, optimization_level=2, seed_transpiler=seed)  # Qiskit's default: noise-aware layout
     physical = list(tqc.layout.final_index_layout())[:spec.n_qubits]  # where logical qubit i is measured
     active = sorted({tqc.find_bit(q).index for inst in tqc.data for q in inst.qubits})
     if len(active) > MAX_DEVICE_QUBITS:
@@ -552,7 +552,7 @@ def device_probabilities(spec, name: str, z: np.ndarray, theta: np.ndarray, seed
     out = apply_readout(out, mats)
     info = {"backend": backend.name, "backend_qubits": int(backend.num_qubits), "layout": physical,
             "active_qubits": len(active), "transpiled_ops": ops, "transpiled_depth": int(tqc.depth()),
-            "transpile": "qiskit.transpile(optimization_level=1, seed_transpiler=seed)",
+            "transpile": "qiskit.transpile(optimization_level=2, seed_transpiler=seed)",
             "noise_model": "qiskit_aer.noise.NoiseModel.from_backend (gate errors, thermal relaxation, readout)",
             "readout_error_mean": float(np.mean([(m[0, 1] + m[1, 0]) / 2 for m in mats])),
             "setup_seconds": setup}
