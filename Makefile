@@ -24,6 +24,7 @@ SEED          ?=
 MODEL         ?=
 QUANTIZE      ?=
 EMBEDDER      ?=
+TRANSFER      ?=
 PROFILE       ?=
 REMOTE        ?=
 TEACHER_KEY   ?=
@@ -43,7 +44,7 @@ flag = $(if $($(1)),$(2) '$($(1))')
 DATA_ARGS    = $(call flag,TASK,--task) $(call flag,DATA,--source) $(call flag,TEXT_COLUMN,--text-column) \
                $(call flag,LABEL_COLUMN,--label-column) $(call flag,MAX_PER_CLASS,--max-per-class) $(call flag,SEED,--seed)
 TEACHER_ARGS = $(DATA_ARGS) $(call flag,MODEL,--model) $(call flag,QUANTIZE,--quantize) \
-               $(call flag,EMBEDDER,--embedder) $(call flag,PROFILE,--profile)
+               $(call flag,EMBEDDER,--embedder) $(call flag,PROFILE,--profile) $(call flag,TRANSFER,--transfer)
 REMOTE_ARG   = $(call flag,REMOTE,--remote)
 # TASK restricts `make student` only when given; otherwise every teacher cache present is used.
 STUDENT_SEL  = $(if $(TEACHER_KEY),--teacher-key '$(TEACHER_KEY)',$(call flag,TASK,--task))
@@ -53,7 +54,7 @@ STUDENT_SEL  = $(if $(TEACHER_KEY),--teacher-key '$(TEACHER_KEY)',$(call flag,TA
 help:
 	@sed -n '1,11p' Makefile | sed 's/^# \{0,1\}//'
 	@echo "Variables (unset = the default in pipeline/config.py): TASK DATA TEXT_COLUMN LABEL_COLUMN MAX_PER_CLASS SEED"
-	@echo "  MODEL QUANTIZE EMBEDDER PROFILE REMOTE TEACHER_KEY FULL_GRID JOBS (default: every core)"
+	@echo "  MODEL QUANTIZE EMBEDDER PROFILE TRANSFER REMOTE TEACHER_KEY FULL_GRID JOBS (default: every core)"
 
 # ---------------------------------------------------------------- set-up
 setup: $(SETUP)

@@ -225,6 +225,10 @@ class TeacherConfig:
     seed: int = setting(0, "Seed for the data split and the teacher fine-tune.")
     profile: str = setting("auto", "auto | cpu | gpu: defaults of the fine-tune budget (auto = gpu when CUDA is "
                            "present).", choices=("auto", "cpu", "gpu"))
+    transfer: str = setting("", "Unlabeled texts the teacher labels into the cache's transfer split (a .txt file, one "
+                            "text per line, or .csv/.tsv/.jsonl/.parquet with a `text` column); '' = none.",
+                            check=lambda v, cfg: None if not v or Path(v).is_file() else
+                            f"--transfer {v} does not exist; give a text, CSV, TSV, JSONL or Parquet file.")
     precision: str = setting("auto", "auto | fp32 | bf16: bf16 autocast for the fine-tune and the export (auto = bf16 "
                              "on a GPU or a CPU with AMX / AVX512-BF16, else fp32).", choices=("auto", "fp32", "bf16"))
 
@@ -245,7 +249,9 @@ class TeacherConfig:
             "data_key": data_key,
             "model": model_identity,
             "embedder": embedder_identity,
-            "config": asdict(self),
+            "config": {**asdict(self), "transfer": None},  # the transfer file counts by content, not path
+            "transfer": {"file": Path(self.transfer).name, "sha256": keys.hash_files([self.transfer])[self.transfer]}
+            if self.transfer else None,
             "code": code_hash("teacher"),
         }
 

@@ -601,3 +601,36 @@ def test_adapter_records_hub_commit_or_packaged_artifact(tmp_path):
     assert rec["identity"]["packaged"] == "smollm2-135m" and "sha256" in json.dumps(rec["identity"])
     assert rec["converted_weights_sha256"] == {"model.safetensors": hashlib.sha256(b"weights").hexdigest()}
     assert rec["converted_from"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_transfer_texts_are_labelled_by_the_teacher_into_an_unlabeled_split(models_root, tmp_path):
+    from pipeline.cache import TRANSFER, UNLABELED
+    from stages.teacher.run import run_teacher
+
+    dcfg = write_tiny_dataset()
+    dataset_text = read_texts_of(dcfg)[0]
+    src = tmp_path / "unlabeled.txt"
+    src.write_text("\n".join(["good movie very good", "awful dull film", "good movie very good", "",
+                              dataset_text]) + "\n")
+    tcfg = tiny_teacher(tiny_model_dir(models_root, "llama"), transfer=str(src), epochs=1)
+    path = run_teacher(resolve(data=dcfg, teacher=tcfg))
+    cache = read_teacher_cache(path, transfer=True)
+    extra = cache.splits[TRANSFER]
+    assert extra.texts == ["good movie very good", "awful dull film"]  # deduplicated, no dataset text
+    assert (extra.labels == UNLABELED).all() and extra.logits.shape == (2, 2) and extra.embeddings.shape[1] == 32
+    assert {s: len(cache.splits[s]) for s in ("train", "val", "test")} == {"train": 48, "val": 16, "test": 16}
+    # the key follows the file's content, not its path
+    moved = tmp_path / "elsewhere" / "unlabeled.txt"
+    moved.parent.mkdir()
+    moved.write_bytes(src.read_bytes())
+    assert teacher_key(data_key(dcfg), replace(tcfg, transfer=str(moved))).short == path.name
+    moved.write_text("another text\n")
+    assert teacher_key(data_key(dcfg), replace(tcfg, transfer=str(moved))).short != path.name
+    with pytest.raises(QdllmError, match="does not exist"):
+        replace(tcfg, transfer=str(tmp_path / "missing.txt"))
+
+
+def read_texts_of(dcfg) -> list[str]:
+    from stages.data.dataset import load_dataset
+
+    return load_dataset(data_path(dcfg, data_key(dcfg))).splits["test"]["text"].to_list()

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import paths
-from pipeline.cache import SPLITS, TeacherSplit, write_teacher_cache
+from pipeline.cache import SPLITS, TRANSFER, UNLABELED, TeacherSplit, text_id, write_teacher_cache
 from pipeline.errors import QdllmError
 from pipeline.metrics import classification_metrics, softmax
 from pipeline.plan import Plan
@@ -134,6 +134,31 @@ def _sharded_embeddings(procs: Processes, name: str, texts: list[str]) -> np.nda
     return out
 
 
+def load_transfer_texts(path: str, exclude: list[str]) -> list[str]:
+    """The unlabeled texts of ``--transfer``, deduplicated, without any text of the dataset's splits (so the
+    teacher's view of a validation or test text never reaches a student through the transfer split)."""
+    if not path:
+        return []
+    p = Path(path)
+    if p.suffix.lower() in (".txt", ""):
+        raw = p.read_text(encoding="utf-8", errors="replace").splitlines()
+    else:
+        from stages.data.sources import _read_table
+
+        table = _read_table(p)
+        if "text" not in table.columns:
+            raise QdllmError(f"--transfer {p} has no `text` column (it has {', '.join(table.columns)}); name the "
+                             "column of texts `text`.")
+        raw = [t for t in table["text"].to_list() if t is not None]
+    seen = set(exclude)
+    out = []
+    for t in (" ".join(str(x).split()) for x in raw):
+        if t and t not in seen:
+            seen.add(t)
+            out.append(t)
+    return out
+
+
 def _build(plan: Plan, procs: Processes, gradient_checkpointing: bool, train_kwargs: dict) -> None:
     import torch
 
@@ -213,21 +238,29 @@ def _build(plan: Plan, procs: Processes, gradient_checkpointing: bool, train_kwa
     for s in ("train", "test"):
         logits[s] = train.predict_logits(model, ids[s], tok.pad_token_id, label=f"teacher logits {s}",
                                          bf16=tcfg.precision == "bf16", procs=procs)
+    transfer_texts = load_transfer_texts(tcfg.transfer, exclude=[t for s in SPLITS for t in texts[s]])
+    if transfer_texts:
+        ids[TRANSFER] = train.tokenize(tok, transfer_texts, tcfg.max_length)
+        logits[TRANSFER] = train.predict_logits(model, ids[TRANSFER], tok.pad_token_id, label="teacher logits transfer",
+                                                bf16=tcfg.precision == "bf16", procs=procs)
     export_seconds = time.perf_counter() - t_export
-    export_tokens = sum(len(x) for s in ("train", "test") for x in ids[s])
+    export_tokens = sum(len(x) for s in ("train", "test", TRANSFER) for x in ids.get(s, ()))
     lap("export_logits")
 
     all_texts = {s: [texts[s][i] for i in export_idx[s]] for s in SPLITS}
+    if transfer_texts:
+        all_texts[TRANSFER] = transfer_texts
+    parts = list(all_texts)
     if tcfg.embedder == "teacher-input":  # a lookup in the input-embedding layer: the main process alone
         emb = {s: embed.teacher_input_embeddings(model, tok, all_texts[s], max_length=tcfg.max_length)
-               for s in SPLITS} if procs.is_main else None
+               for s in parts} if procs.is_main else None
         source = f"teacher-input ({tcfg.model}, input-embedding layer, mean over non-pad tokens)"
     else:
         del model
-        flat = [x for s in SPLITS for x in all_texts[s]]
+        flat = [x for s in parts for x in all_texts[s]]
         vectors = _sharded_embeddings(procs, tcfg.embedder, flat)
-        cuts = np.cumsum([len(all_texts[s]) for s in SPLITS])[:-1]
-        emb = dict(zip(SPLITS, np.split(vectors, cuts)))
+        cuts = np.cumsum([len(all_texts[s]) for s in parts])[:-1]
+        emb = dict(zip(parts, np.split(vectors, cuts)))
         source = (f"{tcfg.embedder} (model2vec static token vectors, mean over tokens)" if tcfg.embedder.endswith("-static")
                   else f"{tcfg.embedder} (last hidden state, mean-pooled over tokens, max {embed.ENCODER_MAX_LENGTH} tokens)")
     lap("embeddings")
@@ -240,6 +273,12 @@ def _build(plan: Plan, procs: Processes, gradient_checkpointing: bool, train_kwa
         splits[s] = TeacherSplit(ids=sub["id"].to_list(), texts=sub["text"].to_list(), labels=labels[s][export_idx[s]],
                                  logits=logits[s].astype(np.float32), probs=softmax(logits[s]).astype(np.float32),
                                  embeddings=emb[s].astype(np.float32))
+    if transfer_texts:
+        splits[TRANSFER] = TeacherSplit(ids=[text_id(t) for t in transfer_texts], texts=transfer_texts,
+                                        labels=np.full(len(transfer_texts), UNLABELED, dtype=np.int64),
+                                        logits=logits[TRANSFER].astype(np.float32),
+                                        probs=softmax(logits[TRANSFER]).astype(np.float32),
+                                        embeddings=emb[TRANSFER].astype(np.float32))
     n_classes = len(class_names)
     probe = probe_ceiling(splits["train"].embeddings, splits["train"].labels, splits["val"].embeddings,
                           splits["val"].labels, splits["test"].embeddings, splits["test"].labels, n_classes)
