@@ -322,7 +322,8 @@ class StudentConfig:
     seeds: tuple[int, ...] = setting((0, 1, 2, 3, 4), "Comma-separated seeds, one fresh initialisation each.",
                                      parse=_ints, show=_joined, check=_check_seeds)
     transfer: bool = setting(True, "Use the teacher cache's unlabeled transfer texts (when it has them) in the "
-                             "distillation terms; CE and every metric use labelled rows only.")
+                             "distillation terms; CE and every metric use labelled rows only.",
+                             flag="--transfer-rows/--no-transfer-rows")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seeds", tuple(self.seeds))

@@ -128,7 +128,7 @@ def options_for(*classes: type, exclude: tuple[str, ...] = ()) -> list[Option]:
                     raise TypeError(f"{spec.flag} is declared twice with different defaults")
                 by_flag[spec.flag] = dataclasses.replace(prev, targets=prev.targets + ((cls, name),))
                 continue
-            param = spec.flag.lstrip("-").replace("-", "_")
+            param = spec.flag.split("/")[0].lstrip("-").replace("-", "_")  # "--on/--off" for booleans
             by_flag[spec.flag] = Option(param, spec, default, _cli_type(hints[name]), ((cls, name),))
     return list(by_flag.values())
 

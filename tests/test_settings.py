@@ -40,7 +40,7 @@ def test_every_field_is_a_declared_setting_with_help_and_configs_are_keyword_onl
 def test_cli_options_are_derived_from_the_declarations():
     """The options of every command are the config fields: same flags, same defaults, no restatement."""
     opts = {o.spec.flag: o for o in options_for(*CLASSES)}
-    proc = run_cli("key", "all", "--help")
+    proc = run_cli("key", "all", "--help", env={"COLUMNS": "250"})
     for flag in opts:
         assert flag in proc.stdout, flag
     assert opts["--seed"].targets == ((DataConfig, "seed"), (TeacherConfig, "seed"))  # one flag feeds both
