@@ -72,3 +72,28 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
     """Run ``qdllm`` in a subprocess, as a user would."""
     return subprocess.run([sys.executable, "-m", "stages.cli", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, cwd=cwd or ROOT, timeout=timeout)
+
+
+TIMINGS = ("train_seconds_per_epoch", "train_seconds_total", "inference_us_per_example")
+
+
+def run_results(student_root: Path) -> dict:
+    """Every run under ``student_root`` by key: its metrics without timings, and each checkpoint's metadata and
+    tensor bytes (compared bit for bit; the key order inside a safetensors file is not part of the result)."""
+    import json
+
+    from safetensors import safe_open
+
+    out = {}
+    for run in sorted(p for p in Path(student_root).iterdir() if not p.name.startswith(".")):
+        metrics = json.loads((run / "metrics.json").read_text())
+        for s in metrics["seeds"]:
+            for k in TIMINGS:
+                s.pop(k)
+        metrics.pop("summary")
+        ckpts = {}
+        for p in sorted(run.glob("weights-*")):
+            with safe_open(str(p), "numpy") as f:
+                ckpts[p.name] = (f.metadata(), {k: f.get_tensor(k).tobytes() for k in f.keys()})
+        out[run.name] = (metrics, ckpts)
+    return out

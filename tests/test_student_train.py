@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import run_cli, write_synthetic_cache
+from helpers import run_cli, run_results, write_synthetic_cache
 from pipeline.config import StudentConfig
 from pipeline.errors import QdllmError
 from stages.student.losses import distill_loss
@@ -195,26 +195,6 @@ def test_ablations_vary_one_factor_at_a_time_and_compare_losses_with_classical_t
     assert len({c for c in full if c.model == "quantum"}) == 108
 
 
-def _results(root) -> dict:
-    """Every run's metrics without timings, and its checkpoint tensors' bytes, by run key."""
-    from safetensors import safe_open
-
-    out = {}
-    for run in sorted(p for p in (root / "cache" / "student").iterdir() if not p.name.startswith(".")):
-        metrics = json.loads((run / "metrics.json").read_text())
-        for s in metrics["seeds"]:
-            for k in ("train_seconds_per_epoch", "train_seconds_total", "inference_us_per_example"):
-                s.pop(k)
-        metrics.pop("summary")
-        ckpts = {}
-        for p in sorted(run.iterdir()):
-            if p.name.startswith("weights-"):  # tensors bit for bit (metadata key order in the file may vary)
-                with safe_open(str(p), "numpy") as f:
-                    ckpts[p.name] = (f.metadata(), {k: f.get_tensor(k).tobytes() for k in f.keys()})
-        out[run.name] = (metrics, ckpts)
-    return out
-
-
 def test_jobs_2_gives_the_same_runs_bit_for_bit_as_jobs_1(tmp_path):
     results = []
     for jobs in ("1", "2"):
@@ -225,7 +205,7 @@ def test_jobs_2_gives_the_same_runs_bit_for_bit_as_jobs_1(tmp_path):
                     "--jobs", jobs, env=env)
         assert r.returncode == 0, r.stderr
         assert f"on {jobs} worker(s)" in r.stderr.replace("\n", " ")
-        results.append(_results(root))
+        results.append(run_results(root / "cache" / "student"))
     assert len(results[0]) == 3 and results[0].keys() == results[1].keys()
     for key in results[0]:
         assert results[0][key] == results[1][key], key

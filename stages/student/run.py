@@ -174,17 +174,17 @@ def run_student(teacher_dir: Path, cfg: StudentConfig, verify_hashes: bool = Tru
         log.info("student %s (%s) on %s", final.name, describe(teacher_dir, cfg), Path(teacher_dir).name)
         with progress() as bar:
             results = [train_unit(teacher_dir, cfg, seed, bar, verify_hashes) for seed in cfg.seeds]
-        publish_run(teacher_dir, cfg, results)
+        publish_run(teacher_dir, cfg, results, verify_hashes)
         return final, True
 
 
-def publish_run(teacher_dir: Path, cfg: StudentConfig, results: list[SeedResult]) -> Path:
+def publish_run(teacher_dir: Path, cfg: StudentConfig, results: list[SeedResult], verify_hashes: bool = True) -> Path:
     """Write the run of ``cfg`` from its seeds' results (in ``cfg.seeds`` order) and publish it atomically."""
     teacher = teacher_manifest(teacher_dir)
     tkey = Path(teacher_dir).name
     skey = student_key(tkey, cfg)
     final = student_path(skey)
-    cache, _, model = prepare(teacher_dir, cfg)
+    cache, _, model = prepare(teacher_dir, cfg, verify_hashes)  # the cache the units trained on, read once
     seeds = [{"seed": r.seed, "best_epoch": r.best_epoch, "val": r.val, "test": r.test,
               "train_seconds_per_epoch": r.train_seconds_per_epoch, "train_seconds_total": r.train_seconds_total,
               "inference_us_per_example": r.inference_us_per_example, "curves": r.curves} for r in results]

@@ -9,7 +9,6 @@ identical. Run: ``.venv/bin/python tests/bench/student_jobs.py [--jobs 2] [--n 1
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -21,26 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from helpers import write_synthetic_cache  # noqa: E402
+from helpers import run_results, write_synthetic_cache  # noqa: E402
 from pipeline.blas import describe  # noqa: E402
-
-
-def results(root: Path) -> dict:
-    from safetensors import safe_open
-
-    out = {}
-    for run in sorted(p for p in (root / "student").iterdir() if not p.name.startswith(".")):
-        metrics = json.loads((run / "metrics.json").read_text())
-        for s in metrics["seeds"]:
-            for k in ("train_seconds_per_epoch", "train_seconds_total", "inference_us_per_example"):
-                s.pop(k)
-        metrics.pop("summary")
-        tensors = {}
-        for p in sorted(run.glob("weights-*")):
-            with safe_open(str(p), "numpy") as f:
-                tensors[p.name] = {k: f.get_tensor(k).tobytes() for k in f.keys()}
-        out[run.name] = (metrics, tensors)
-    return out
 
 
 def main() -> None:
@@ -68,7 +49,7 @@ def main() -> None:
                                 "bench", "--seeds", args.seeds, "--epochs", args.epochs, "--jobs", str(jobs)],
                                check=True, cwd=ROOT, env=env)
                 times.setdefault(jobs, []).append(time.perf_counter() - t0)
-                found[jobs] = results(root)
+                found[jobs] = run_results(root / "student")
     t1, tn = statistics.median(times[1]), statistics.median(times[args.jobs])
     same = found[1] == found[args.jobs]
     print(f"--jobs 1: {t1:7.1f} s   --jobs {args.jobs}: {tn:7.1f} s   speed-up {t1 / tn:4.2f}x   "
