@@ -186,16 +186,26 @@ def test_student_key_equals_the_directory_written(isolated_dirs):
     for args in ([], ["--qubits", "3", "--layers", "1", "--loss", "ce", "--alpha", "0.5", "--temperature", "2",
                       "--lr", "0.01", "--batch-size", "4", "--variant", "u3"]):
         fast = ["--epochs", "1", "--seeds", "0", *([] if args else ["--qubits", "2"])]
-        proc = run_cli("-q", "student", "--teacher-key", "t1", "--no-classical", *args, *fast)
+        proc = run_cli("-q", "student", "--teacher-key", "t1", "--no-classical", "--no-ce-baseline", *args, *fast)
         assert proc.returncode == 0, proc.stderr
         assert (isolated_dirs / "cache" / "student" / _key("student", "--teacher-key", "t1", *args, *fast)).is_dir()
     assert len(visible(isolated_dirs / "cache" / "student")) == 2
 
 
+def test_student_trains_a_ce_baseline_beside_a_distilled_student(isolated_dirs):
+    write_synthetic_cache(isolated_dirs / "cache" / "teacher" / "t1", n=30, dim=8)
+    fast = ["--teacher-key", "t1", "--qubits", "2", "--epochs", "1", "--seeds", "0"]
+    assert run_cli("-q", "student", "--no-classical", *fast).returncode == 0
+    written = sorted(p.name for p in visible(isolated_dirs / "cache" / "student"))
+    assert written == sorted([_key("student", *fast), _key("student", *fast, "--loss", "ce")])
+    assert run_cli("-q", "student", "--no-classical", "--loss", "ce", *fast).returncode == 0  # already there: no twin
+    assert len(visible(isolated_dirs / "cache" / "student")) == 2
+
+
 def test_key_explain_and_against_say_which_inputs_differ(isolated_dirs):
     write_synthetic_cache(isolated_dirs / "cache" / "teacher" / "t1", n=30, dim=8)
-    assert run_cli("-q", "student", "--teacher-key", "t1", "--no-classical", "--qubits", "2", "--epochs", "1",
-                   "--seeds", "0").returncode == 0
+    assert run_cli("-q", "student", "--teacher-key", "t1", "--no-classical", "--no-ce-baseline", "--qubits", "2",
+                   "--epochs", "1", "--seeds", "0").returncode == 0
     old = _key("student", "--teacher-key", "t1", "--qubits", "2", "--epochs", "1", "--seeds", "0")
     proc = run_cli("key", "student", "--teacher-key", "t1", "--qubits", "2", "--epochs", "2", "--seeds", "0",
                    "--explain")

@@ -57,13 +57,19 @@ def student(
     remote: Remote = None,
     classical: bool = typer.Option(True, "--classical/--no-classical",
                                    help="Also train the logreg and mlp baselines (seconds; same loss and selection)."),
+    ce_baseline: bool = typer.Option(True, "--ce-baseline/--no-ce-baseline",
+                                     help="Also train every student with plain CE at the same settings: the report's "
+                                          "distillation gain (skipped when --loss is ce)."),
     jobs: Jobs = None,
 ) -> None:
     """Train the student for every teacher cache present (or one task / key); complete runs are skipped."""
     if ctx.invoked_subcommand is not None:
         reject_options_before_subcommand(ctx, honoured=("task", "teacher_key", "remote", "jobs"))
         return
-    configs = [student] + (_classical_twins(student) if classical else [])
+    from dataclasses import replace
+
+    bases = [student] + ([replace(student, loss="ce")] if ce_baseline and student.loss != "ce" else [])
+    configs = [c for b in bases for c in [b] + (_classical_twins(b) if classical else [])]
     _train_all(configs, task, teacher_key, remote, jobs)
 
 
