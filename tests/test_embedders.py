@@ -52,8 +52,8 @@ def test_static_encoding_is_a_lookup_and_a_mean_without_torch(tmp_path):
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     vectors = np.random.default_rng(0).normal(size=(len(vocab), 8)).astype(np.float32)
     StaticModel(vectors, tok, normalize=False).save_pretrained(str(tmp_path / "static"))
-    code = ("import sys; from stages.lm.embed import encode_static; "
-            f"v = encode_static({str(tmp_path / 'static')!r}, ['good movie', 'bad film', 'good']); "
+    code = ("import sys; from stages.lm.embed import static_encoder; "
+            f"v = static_encoder({str(tmp_path / 'static')!r})(['good movie', 'bad film', 'good']); "
             "import numpy as np; print(np.round(v[2], 4).tolist()); "
             "print('torch' in sys.modules, 'transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout

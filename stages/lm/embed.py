@@ -9,6 +9,8 @@ teacher LLM's own input-embedding layer, mean-pooled over non-pad tokens. Nothin
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from pipeline.console import progress
@@ -29,24 +31,30 @@ def _batches(texts: list[str], batch_size: int):
 
 def embed_texts(name: str, texts: list[str], *, label: str = "embedding") -> np.ndarray:
     """(N, D) float32 embeddings of ``texts`` by the named frozen embedder (not ``teacher-input``)."""
+    return load_encoder(name, label=label)(texts)
+
+
+def load_encoder(name: str, *, label: str = "embedding") -> Callable[[list[str]], np.ndarray]:
+    """The named frozen embedder loaded once: a function from texts to (N, D) float32 embeddings."""
     from pipeline.models import STATIC_SUFFIX
     from stages.lm.models import resolve_embedder_dir
 
     if name.endswith(STATIC_SUFFIX):
-        return encode_static(resolve_embedder_dir(name), texts)
-    return encode_texts(resolve_embedder_dir(name), texts, label=label)
+        return static_encoder(resolve_embedder_dir(name))
+    return transformer_encoder(resolve_embedder_dir(name), label=label)
 
 
-def encode_static(model_dir: str, texts: list[str], batch_size: int = 4096) -> np.ndarray:
+def static_encoder(model_dir: str, batch_size: int = 4096) -> Callable[[list[str]], np.ndarray]:
     """Static embeddings: token-vector lookup and mean (model2vec), NumPy only."""
     from model2vec import StaticModel
 
     model = StaticModel.from_pretrained(model_dir)
-    return np.asarray(model.encode(list(texts), batch_size=batch_size, show_progress_bar=False), dtype=np.float32)
+    return lambda texts: np.asarray(model.encode(list(texts), batch_size=batch_size, show_progress_bar=False),
+                                    dtype=np.float32)
 
 
-def encode_texts(model_dir: str, texts: list[str], *, batch_size: int = 64, max_length: int = ENCODER_MAX_LENGTH,
-                 label: str = "embedding") -> np.ndarray:
+def transformer_encoder(model_dir: str, *, batch_size: int = 64, max_length: int = ENCODER_MAX_LENGTH,
+                        label: str = "embedding") -> Callable[[list[str]], np.ndarray]:
     """Mean-pooled last hidden states of a frozen encoder, (N, D) float32."""
     import torch
     from transformers import AutoModel, AutoTokenizer
@@ -56,16 +64,20 @@ def encode_texts(model_dir: str, texts: list[str], *, batch_size: int = 64, max_
     device, _ = device_and_dtype()
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModel.from_pretrained(model_dir).to(device).eval()
-    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
-    with progress() as bar, torch.inference_mode():
-        task = bar.add_task(label, total=len(texts))
-        for idx in _batches(texts, batch_size):
-            enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
-                      return_tensors="pt").to(device)
-            states = model(**enc).last_hidden_state
-            out[idx] = _mean_pool(states.float(), enc["attention_mask"]).cpu().numpy()
-            bar.advance(task, len(idx))
-    return out
+
+    def encode(texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
+        with progress() as bar, torch.inference_mode():
+            task = bar.add_task(label, total=len(texts))
+            for idx in _batches(texts, batch_size):
+                enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
+                          return_tensors="pt").to(device)
+                states = model(**enc).last_hidden_state
+                out[idx] = _mean_pool(states.float(), enc["attention_mask"]).cpu().numpy()
+                bar.advance(task, len(idx))
+        return out
+
+    return encode
 
 
 def teacher_input_embeddings(model, tokenizer, texts: list[str], *, max_length: int, batch_size: int = 128) -> np.ndarray:

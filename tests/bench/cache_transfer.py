@@ -21,10 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from helpers import write_synthetic_cache  # noqa: E402
+from helpers import write_synthetic_cache
 
-from pipeline import remote as R  # noqa: E402
-from pipeline.console import setup_logging  # noqa: E402
+from pipeline import remote as R
+from pipeline.console import setup_logging
 
 ROWS, DIM, CLASSES, REPEATS = 20_000, 384, 2, 3
 KEY = "bench00000000000"

@@ -15,11 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT)]
 
-from pipeline.blas import describe  # noqa: E402
+from pipeline.blas import describe
 
 
 def main() -> None:

@@ -58,6 +58,7 @@ def main() -> None:
 
     print(describe(), flush=True)
     from helpers import write_synthetic_cache
+
     from pipeline.config import StudentConfig
     from stages.student import noise as N
     from stages.student.run import run_student

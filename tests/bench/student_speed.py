@@ -27,12 +27,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from helpers import write_synthetic_cache  # noqa: E402
-from pipeline.cache import read_teacher_cache  # noqa: E402
-from pipeline.config import StudentConfig  # noqa: E402
-from stages.student.model import AdamParameters, QuantumStudent  # noqa: E402
-from stages.student.run import load_splits  # noqa: E402
-from stages.student.train import INFERENCE_CHUNK, predict_logits, train_epoch  # noqa: E402
+from helpers import write_synthetic_cache
+
+from pipeline.cache import read_teacher_cache
+from pipeline.config import StudentConfig
+from stages.student.model import AdamParameters, QuantumStudent
+from stages.student.run import load_splits
+from stages.student.train import INFERENCE_CHUNK, predict_logits, train_epoch
 
 D, N_QUBITS, LAYERS, C, N_TRAIN = 384, 11, 2, 2, 6000
 
@@ -40,9 +41,9 @@ D, N_QUBITS, LAYERS, C, N_TRAIN = 384, 11, 2, 2, 6000
 def tutorial_epoch_seconds(data, batch: int, max_batches: int) -> float:
     """(a): seconds for one epoch, measured on ``max_batches`` batches and scaled."""
     import mindspore as ms
-    from mindspore import nn, ops
     from mindquantum.framework import MQLayer
     from mindquantum.simulator import Simulator
+    from mindspore import nn, ops
 
     from stages.student.circuit import build_circuit, observables, to_mindquantum
 

@@ -38,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from pipeline import blas  # noqa: E402
+from pipeline import blas
 
 
 def teacher_args(model: str, args) -> list[str]:
