@@ -71,7 +71,7 @@ def distillation_section(runs: list[Run], teachers: dict[str, Teacher]) -> list[
     rows = gain_rows(runs)
     if not rows:
         return md + ["No pair of runs differing only in the loss (kl+js+ce and ce) yet; `make student` trains "
-                     "kl+js+ce, `make ablations` adds ce.", ""]
+                     "both (unless --no-ce-baseline).", ""]
     for (task, tkey), items in rows.items():
         teacher = teachers.get(tkey) or Teacher(tkey, None)
         t_acc, p_acc = teacher.metric("test", "accuracy"), probe_accuracy(teacher)
