@@ -162,6 +162,7 @@ def save_adapter(model, out: Path, tokenizer, class_names: list[str], base: dict
     revision in ``adapter_config.json``, the tokenizer, ``labels.json`` (id2label, label2id, pad_token_id:
     keyword arguments for ``from_pretrained``), ``qdllm_adapter.json`` (base model identity, task) and a README."""
     import json
+    import warnings
 
     out = Path(out)
     id2label = {i: str(n) for i, n in enumerate(class_names)}
@@ -170,7 +171,11 @@ def save_adapter(model, out: Path, tokenizer, class_names: list[str], base: dict
     for cfg in model.peft_config.values():
         cfg.base_model_name_or_path = base["base_model_name_or_path"]
         cfg.revision = base["revision"]
-    model.save_pretrained(out)
+    with warnings.catch_warnings():  # peft looks the recorded base up to see whether the vocabulary grew; for
+        # the packaged base (named by its converted directory) or with the hub offline it cannot, and warns. The
+        # vocabulary only grows when a tokenizer has no eos/unk to pad with (load_classifier), as no supported model.
+        warnings.filterwarnings("ignore", message="Could not find a config file")
+        model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     kwargs = {"id2label": {str(i): n for i, n in id2label.items()}, "label2id": label2id,
               "pad_token_id": tokenizer.pad_token_id}
