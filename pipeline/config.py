@@ -187,8 +187,10 @@ def native_bf16() -> bool:
 # `make demo` on a 2-core laptop. Every profile exports every row (the export budget is separate from the
 # fine-tune budget). Any of these settings given explicitly wins over the profile.
 TEACHER_PROFILES: dict[str, dict[str, Any]] = {
-    "gpu": dict(epochs=3, max_length=128, max_train_examples=0, max_export_examples=0, batch_size=16, grad_accum=1),
-    "cpu": dict(epochs=1, max_length=48, max_train_examples=2400, max_export_examples=0, batch_size=16, grad_accum=1),
+    "gpu": dict(epochs=3, max_length=128, max_train_examples=0, max_export_examples=0, batch_size=16, grad_accum=1,
+                embedder="mpnet"),
+    "cpu": dict(epochs=1, max_length=48, max_train_examples=2400, max_export_examples=0, batch_size=16, grad_accum=1,
+                embedder="minilm"),
 }
 _FROM_PROFILE = " (default: from --profile)"
 
@@ -219,9 +221,11 @@ class TeacherConfig:
     max_train_examples: int | None = setting(None, "Cap fine-tune examples, 0 = all" + _FROM_PROFILE + ".", ge=0)
     max_export_examples: int | None = setting(None, "Cap exported rows per split, 0 = all" + _FROM_PROFILE + ".",
                                               ge=0)
-    # mpnet by measurement: the probe on its embeddings is 9-10 points above MiniLM's on validation (docs/teacher.md)
-    embedder: str = setting("mpnet", "Frozen embedder: mpnet (all-mpnet-base-v2, D=768, offline default) | minilm (D=384, "
-                            "faster) | <name>-static | teacher-input | hub id | local dir.")
+    # by measurement (docs/teacher.md): mpnet's embeddings carry 9-10 points more than MiniLM's, but on a CPU they cost
+    # 10 of make demo's 30 minutes and the cpu-profile teacher is not above their probe, so nothing to distil
+    embedder: str | None = setting(None, "Frozen embedder: mpnet (all-mpnet-base-v2, D=768) | minilm (D=384, 5-6x "
+                                   "faster) | <name>-static | teacher-input | hub id | local dir" + _FROM_PROFILE
+                                   + ": mpnet on gpu, minilm on cpu.")
     seed: int = setting(0, "Seed for the data split and the teacher fine-tune.")
     profile: str = setting("auto", "auto | cpu | gpu: defaults of the fine-tune budget (auto = gpu when CUDA is "
                            "present).", choices=("auto", "cpu", "gpu"))

@@ -70,6 +70,9 @@ def test_teacher_config_resolves_its_profile_when_made():
     assert TeacherConfig(profile="cpu", max_export_examples=500).max_export_examples == 500  # explicit wins
     assert dataclasses.replace(cpu, lora_r=8).max_train_examples == TEACHER_PROFILES["cpu"]["max_train_examples"]
     assert all(p["max_export_examples"] == 0 for p in TEACHER_PROFILES.values())
+    # the embedder follows the profile (the cpu teacher is above MiniLM's probe, not mpnet's); explicit wins
+    assert (cpu.embedder, TeacherConfig(profile="gpu").embedder) == ("minilm", "mpnet")
+    assert TeacherConfig(profile="cpu", embedder="mpnet").embedder == "mpnet"
 
 
 # ---------------------------------------------------------------- validation before any work
