@@ -3,12 +3,12 @@
 What ``--precision`` changes, measured on the stage's own code: the packaged SmolLM2-135M classifier with
 LoRA r=200 (``load_classifier`` + ``add_lora``), real emotion texts (generated ones when no dataset is built),
 48 tokens. For each precision: fine-tune steps (forward, backward, AdamW) on batches of ``--batch`` texts and
-export forward passes on batches of 64, under the stage's ``autocast``; medians of ``--repeats``, non-pad
-tokens/s, plus a square fp32/bf16 matmul at the model's width. Prints whether this CPU computes bf16 natively
+export forward passes on batches of ``--export-batch`` texts, under the stage's ``autocast``; medians of
+``--repeats``, non-pad tokens/s, plus a fp32/bf16 matmul at the model's width. Prints whether this CPU computes bf16 natively
 (AMX / AVX512-BF16: what ``--precision auto`` checks) and the ratio bf16/fp32. Where bf16 is emulated (an
 AVX2-only CPU) one step takes minutes, so the defaults are small.
 
-Run: ``.venv/bin/python tests/bench/precision_speed.py [--steps 2] [--repeats 3] [--batch 8]``.
+Run: ``.venv/bin/python tests/bench/precision_speed.py [--steps 1] [--repeats 2] [--batch 4] [--export-batch 16]``.
 """
 
 from __future__ import annotations
@@ -50,10 +50,10 @@ def timed(fn, repeats: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--steps", type=int, default=2, help="fine-tune steps per repeat")
-    ap.add_argument("--batch", type=int, default=8, help="fine-tune batch")
-    ap.add_argument("--export-batches", type=int, default=2, help="export forward batches (64 texts) per repeat")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=1, help="fine-tune steps per repeat")
+    ap.add_argument("--batch", type=int, default=4, help="fine-tune batch")
+    ap.add_argument("--export-batch", type=int, default=16, help="texts per export forward pass (one per repeat)")
+    ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--max-length", type=int, default=48)
     args = ap.parse_args()
 
@@ -74,7 +74,7 @@ def main() -> None:
     model = classifier.add_lora(model, r=200, alpha=400, dropout=0.0)
     device = next(model.parameters()).device
     width = model.config.hidden_size
-    pool = texts(max(args.batch * args.steps, 64 * args.export_batches))
+    pool = texts(max(args.batch * args.steps, args.export_batch))
     ids = train.tokenize(tok, pool, args.max_length)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     labels = torch.zeros(args.batch, dtype=torch.long)
@@ -97,21 +97,22 @@ def main() -> None:
         def run():
             model.eval()
             with torch.inference_mode(), models.autocast(device, bf16):
-                for b in range(args.export_batches):
-                    x, mask = train.collate(ids, range(b * 64, (b + 1) * 64), tok.pad_token_id, device)
-                    model(input_ids=x, attention_mask=mask)
+                x, mask = train.collate(ids, range(args.export_batch), tok.pad_token_id, device)
+                model(input_ids=x, attention_mask=mask)
         return run
 
     tune_tokens = sum(len(ids[i]) for i in range(args.batch * args.steps))
-    export_tokens = sum(len(ids[i]) for i in range(64 * args.export_batches))
+    export_tokens = sum(len(ids[i]) for i in range(args.export_batch))
     a = torch.randn(width * 2, width)
     b = torch.randn(width, width * 4)
     flop = 2 * a.shape[0] * a.shape[1] * b.shape[1]
     rows = {}
     for name, bf16 in (("fp32", False), ("bf16", True)):
-        x, y = (a, b) if not bf16 else (a.bfloat16(), b.bfloat16())
-        mm = timed(lambda x=x, y=y: [x @ y for _ in range(5)], args.repeats) / 5
-        steps(bf16)()  # warm up (one repeat's work; allocations, autocast caches)
+        ma, mb = (a, b) if not bf16 else (a.bfloat16(), b.bfloat16())
+        mm = timed(lambda ma=ma, mb=mb: [ma @ mb for _ in range(5)], args.repeats) / 5
+        x, mask = train.collate(ids, range(1), tok.pad_token_id, device)
+        with torch.inference_mode(), models.autocast(device, bf16):  # warm up: allocations, autocast caches
+            model(input_ids=x, attention_mask=mask)
         t = timed(steps(bf16), args.repeats)
         e = timed(export(bf16), args.repeats)
         rows[name] = (flop / mm / 1e9, tune_tokens / t, export_tokens / e)

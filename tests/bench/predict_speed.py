@@ -10,7 +10,7 @@ embedder from one teacher cache: the same rows and teacher logits, the ``embeddi
 cache's ``text`` column (the cache's own embeddings reused for its own embedder), in a scratch cache directory;
 prints test accuracy mean ± std over seeds and the agreement with the teacher.
 
-Run: ``.venv/bin/python tests/bench/predict_speed.py [--n 8000] [--embedders mpnet,mpnet-static]
+Run: ``.venv/bin/python tests/bench/predict_speed.py [--n 8000] [--embedders minilm,minilm-static]
 [--accuracy-from TEACHER_KEY]``.
 """
 
@@ -86,7 +86,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=8000)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--embedders", default="mpnet,mpnet-static")
+    ap.add_argument("--embedders", default="minilm,minilm-static")
     ap.add_argument("--accuracy-from", metavar="TEACHER_KEY", help="also train the quantum student on each embedder")
     ap.add_argument("--skip-speed", action="store_true")
     args = ap.parse_args()

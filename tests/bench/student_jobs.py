@@ -3,7 +3,7 @@
 Each setting trains the default ablation grid (quantum: loss × layers × qubits × temperature around the
 defaults; logreg and MLP twins) from the same synthetic cache into its own cache directory; prints the
 wall time of each, the speed-up, and whether every run's metrics (timings aside) and checkpoint tensors are
-identical. The default cache has the emotion task's size (10,768 rows, D=768 as mpnet); seeds and epochs are
+identical. The default cache has the emotion task's size (10,768 rows) and mpnet's width (D=768); seeds and epochs are
 cut so one setting takes minutes, not hours. Run: ``.venv/bin/python tests/bench/student_jobs.py [--jobs 2]
 [--n 10768] [--seeds 0,1] [--epochs 2]``.
 """
