@@ -1,5 +1,10 @@
 """The ablation grid on one teacher cache with --jobs 1 and --jobs N, side by side in one run.
 
+Three settings: ``--jobs 1`` as a user runs it (NumPy's BLAS may use every core inside the one process),
+``--jobs 1`` held to one BLAS thread (one core: the unit of work the pool multiplies), and ``--jobs N``
+(N single-threaded workers). For each: wall time, CPU time of the whole invocation and how many cores that
+kept busy, and the speed-up over one core.
+
 Each setting trains the default ablation grid (quantum: loss × layers × qubits × temperature around the
 defaults; logreg and MLP twins) from the same synthetic cache into its own cache directory; prints the
 wall time of each, the speed-up, and whether every run's metrics (timings aside) and checkpoint tensors are
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -25,6 +31,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from helpers import run_results, write_synthetic_cache
 
 from pipeline.blas import describe
+from stages.student.jobs import ONE_THREAD
 
 
 def main() -> None:
@@ -39,24 +46,38 @@ def main() -> None:
     print(describe())
     print(f"ablation grid, synthetic cache n={args.n} D={args.dim}, seeds {args.seeds}, {args.epochs} epochs; "
           f"load average {os.getloadavg()[0]:.1f} on {len(os.sched_getaffinity(0))} usable CPUs")
-    times: dict[int, list[float]] = {}
+    # --jobs 1 as it runs (BLAS may use every core inside the one process), --jobs 1 held to one BLAS thread
+    # (one core, the baseline the pool multiplies), and --jobs N (one BLAS thread per worker)
+    settings = {"--jobs 1": (1, {}), "--jobs 1, one BLAS thread": (1, ONE_THREAD),
+                f"--jobs {args.jobs}": (args.jobs, {})}
+    times: dict[str, list[tuple[float, float]]] = {}
     found = {}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.repeats):
-            for jobs in (1, args.jobs):
-                root = Path(tmp) / f"r{rep}-j{jobs}"
+            for name, (jobs, extra) in settings.items():
+                root = Path(tmp) / f"r{rep}-{len(times.get(name, []))}-{abs(hash(name))}"
                 write_synthetic_cache(root / "teacher" / "bench", n=args.n, dim=args.dim)
-                env = {**os.environ, "QDLLM_CACHE_DIR": str(root), "QDLLM_HASH_MEMO": str(Path(tmp) / "memo.json")}
-                t0 = time.perf_counter()
+                env = {**os.environ, **extra, "QDLLM_CACHE_DIR": str(root),
+                       "QDLLM_HASH_MEMO": str(Path(tmp) / "memo.json")}
+                cpu0, t0 = _children_cpu(), time.perf_counter()
                 subprocess.run([sys.executable, "-m", "stages.cli", "-q", "student", "ablations", "--teacher-key",
                                 "bench", "--seeds", args.seeds, "--epochs", args.epochs, "--jobs", str(jobs)],
                                check=True, cwd=ROOT, env=env)
-                times.setdefault(jobs, []).append(time.perf_counter() - t0)
-                found[jobs] = run_results(root / "student")
-    t1, tn = statistics.median(times[1]), statistics.median(times[args.jobs])
-    same = found[1] == found[args.jobs]
-    print(f"--jobs 1: {t1:7.1f} s   --jobs {args.jobs}: {tn:7.1f} s   speed-up {t1 / tn:4.2f}x   "
-          f"{len(found[1])} runs, identical metrics and tensors: {same}")
+                times.setdefault(name, []).append((time.perf_counter() - t0, _children_cpu() - cpu0))
+                found[name] = run_results(root / "student")
+    base = statistics.median(w for w, _ in times["--jobs 1, one BLAS thread"])
+    first = next(iter(found.values()))
+    for name, runs in times.items():
+        wall, cpu = statistics.median(w for w, _ in runs), statistics.median(c for _, c in runs)
+        print(f"{name:<28} {wall:7.1f} s wall  {cpu:7.1f} s CPU ({cpu / wall:.2f} cores busy)  "
+              f"speed-up over one core {base / wall:4.2f}x", flush=True)
+    print(f"{len(first)} runs; identical metrics and tensors in every setting: "
+          f"{all(f == first for f in found.values())}")
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 if __name__ == "__main__":
