@@ -73,8 +73,8 @@ def student_accuracy(teacher_key: str, embedders: list[str]) -> None:
             t0 = time.perf_counter()
             subprocess.run([sys.executable, "-m", "stages.cli", "-q", "student", "--teacher-key", name,
                             "--no-classical", "--no-ce-baseline"], check=True, cwd=ROOT, env=env)
-            runs = [p for p in (Path(tmp) / "student").iterdir()
-                    if json.loads((p / "manifest.json").read_text())["teacher_key"] == name]
+            runs = [p for p in (Path(tmp) / "student").iterdir() if not p.name.startswith(".")
+                    and json.loads((p / "manifest.json").read_text())["teacher_key"] == name]
             test = json.loads((runs[0] / "metrics.json").read_text())["summary"]["test"]
             dim = splits["train"].embeddings.shape[1]
             print(f"{name:<16} D={dim:<4} quantum KL+JS+CE test accuracy {100 * test['accuracy']['mean']:.2f} ± "
