@@ -65,10 +65,14 @@ def teacher_logits(src: Path, manifest: dict, texts: list[str]) -> np.ndarray:
 def student(tmp: str, key: str, *flags: str) -> dict:
     env = {**os.environ, "QDLLM_CACHE_DIR": tmp}
     runs = Path(tmp) / "student"
-    before = set(runs.iterdir()) if runs.is_dir() else set()
+
+    def listed() -> set[Path]:
+        return {p for p in runs.iterdir() if not p.name.startswith(".")} if runs.is_dir() else set()  # no locks
+
+    before = listed()
     subprocess.run([sys.executable, "-m", "stages.cli", "-q", "student", "--teacher-key", key, "--no-classical",
                     "--no-ce-baseline", *flags], check=True, cwd=ROOT, env=env)
-    (new,) = set(runs.iterdir()) - before
+    (new,) = listed() - before
     return json.loads((new / "metrics.json").read_text())
 
 
