@@ -226,6 +226,27 @@ def test_caps_and_a_local_encoder(models_root):
     assert cache.manifest["caps"]["dataset_rows"] == {"train": 48, "val": 16, "test": 16}
 
 
+def test_bf16_on_the_cpu_is_an_autocast_recorded_in_the_key_and_close_to_fp32(models_root):
+    """--precision bf16 runs on any CPU (emulated where not native): same rows, its own key and manifest entry,
+    logits within bf16 rounding of the fp32 run's."""
+    from stages.teacher.run import run_teacher
+
+    dcfg = write_tiny_dataset()
+    model = tiny_model_dir(models_root, "llama")
+    caches = {}
+    for precision in ("fp32", "bf16"):
+        tcfg = tiny_teacher(model, epochs=1, lora_dropout=0.0, max_export_examples=10, precision=precision)
+        path = run_teacher(resolve(data=dcfg, teacher=tcfg))
+        caches[precision] = read_teacher_cache(path)
+        assert caches[precision].manifest["precision"] == precision
+    assert caches["fp32"].key != caches["bf16"].key
+    for s in ("train", "val", "test"):
+        a, b = caches["fp32"].splits[s], caches["bf16"].splits[s]
+        assert a.ids == b.ids
+        assert not np.array_equal(a.logits, b.logits)  # the autocast did change the arithmetic
+        np.testing.assert_allclose(a.logits, b.logits, atol=0.1)
+
+
 def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(models_root, tmp_path):
     from stages.lm import models
     from stages.teacher import model as classifier
