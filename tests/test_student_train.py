@@ -89,7 +89,7 @@ def test_student_modules_import_no_torch():
     assert not loaded & {"torch", "transformers", "peft"}, loaded & {"torch", "transformers", "peft"}
 
 
-FAST = ["--qubits", "4", "--epochs", "2", "--seeds", "0,1"]
+FAST = ["--qubits", "4", "--epochs", "2", "--seeds", "0,1", "--no-ce-baseline"]
 
 
 def test_cli_trains_publishes_and_skips(isolated_dirs):
@@ -201,7 +201,7 @@ def test_jobs_2_gives_the_same_runs_bit_for_bit_as_jobs_1(tmp_path):
         root = tmp_path / f"jobs{jobs}"
         write_synthetic_cache(root / "cache" / "teacher" / "t1", n=60, dim=8)
         env = {"QDLLM_CACHE_DIR": str(root / "cache"), "QDLLM_DATA_DIR": str(root / "data")}
-        r = run_cli("student", "--teacher-key", "t1", "--qubits", "3", "--epochs", "2", "--seeds", "0,1,2",
+        r = run_cli("student", "--teacher-key", "t1", "--no-ce-baseline", "--qubits", "3", "--epochs", "2", "--seeds", "0,1,2",
                     "--jobs", jobs, env=env)
         assert r.returncode == 0, r.stderr
         assert f"on {jobs} worker(s)" in r.stderr.replace("\n", " ")
