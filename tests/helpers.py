@@ -97,3 +97,18 @@ def run_results(student_root: Path) -> dict:
                 ckpts[p.name] = (f.metadata(), {k: f.get_tensor(k).tobytes() for k in f.keys()})
         out[run.name] = (metrics, ckpts)
     return out
+
+
+def bench_texts(n: int) -> list[str]:
+    """``n`` texts for a benchmark: the built emotion dataset's training texts when present (cycled), else
+    generated movie-review-like sentences."""
+    found = sorted((ROOT / "data" / "emotion").glob("*/train.parquet"))
+    if found:
+        import polars as pl
+
+        pool = pl.read_parquet(found[0])["text"].to_list()
+    else:
+        rng = np.random.default_rng(0)
+        words = "the a film movie story was very good bad dull great awful plot acting of and".split()
+        pool = [" ".join(rng.choice(words, size=rng.integers(5, 25))) for _ in range(2000)]
+    return [pool[i % len(pool)] for i in range(n)]

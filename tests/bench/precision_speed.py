@@ -23,19 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from helpers import bench_texts
+
 from pipeline.blas import describe
-
-
-def texts(n: int) -> list[str]:
-    found = sorted((ROOT / "data" / "emotion").glob("*/train.parquet"))
-    if found:
-        import polars as pl
-
-        pool = pl.read_parquet(found[0])["text"].to_list()
-    else:
-        words = ["the", "a", "film", "movie", "story", "was", "very", "good", "bad", "dull", "great", "awful", "plot", "acting", "of", "and"]
-        pool = [" ".join(words[(i * 7 + j) % len(words)] for j in range(30)) for i in range(200)]
-    return [pool[i % len(pool)] for i in range(n)]
 
 
 def timed(fn, repeats: int) -> float:
@@ -74,7 +64,7 @@ def main() -> None:
     model = classifier.add_lora(model, r=200, alpha=400, dropout=0.0)
     device = next(model.parameters()).device
     width = model.config.hidden_size
-    pool = texts(max(args.batch * args.steps, args.export_batch))
+    pool = bench_texts(max(args.batch * args.steps, args.export_batch))
     ids = train.tokenize(tok, pool, args.max_length)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     labels = torch.zeros(args.batch, dtype=torch.long)

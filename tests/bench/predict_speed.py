@@ -31,21 +31,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from helpers import bench_texts
+
 from pipeline.blas import describe
 from stages.lm.embed import load_encoder
-
-
-def texts(n: int) -> list[str]:
-    found = sorted((ROOT / "data" / "emotion").glob("*/train.parquet"))
-    if found:
-        import polars as pl
-
-        pool = pl.read_parquet(found[0])["text"].to_list()
-    else:
-        rng = np.random.default_rng(0)
-        words = ["the", "a", "film", "movie", "story", "was", "very", "good", "bad", "dull", "great", "awful", "plot", "acting", "of", "and"]
-        pool = [" ".join(rng.choice(words, size=rng.integers(5, 25))) for _ in range(2000)]
-    return [pool[i % len(pool)] for i in range(n)]
 
 
 def student_accuracy(teacher_key: str, embedders: list[str]) -> None:
@@ -96,7 +85,7 @@ def main() -> None:
     print(describe())
     print(f"{args.n} texts, quantum student n=11 L=2; load average {os.getloadavg()[0]:.1f} on "
           f"{len(os.sched_getaffinity(0))} usable CPUs")
-    xs = texts(args.n)
+    xs = bench_texts(args.n)
     for name in [] if args.skip_speed else args.embedders.split(","):
         encode = load_encoder(name)
         encode(xs[:64])  # warm up
