@@ -4,7 +4,7 @@ For every built dataset under data/<task>/ (one per task: the first found) and e
 up to --train training texts and every validation text, fit the probe (`pipeline.probe`: a logistic
 regression with CE on the embeddings, the ceiling any student on those embeddings works under) and print
 its validation accuracy and the embedding throughput. Test texts are never used.
-Run: ``.venv/bin/python tests/bench/embedder_choice.py [--embedders minilm,mpnet] [--train 2000]``.
+Run: ``.venv/bin/python tests/bench/embedder_choice.py [--embedders minilm,mpnet] [--train 2000] [--tasks thematic]``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ def main() -> None:
     ap.add_argument("--embedders", default="minilm,mpnet")
     ap.add_argument("--train", type=int, default=2000)
     ap.add_argument("--val", type=int, default=800)
+    ap.add_argument("--tasks", default="", help="comma-separated task names (default: every built task)")
     args = ap.parse_args()
     import polars as pl
 
@@ -34,7 +35,9 @@ def main() -> None:
 
     print(describe())
     print(f"load average {os.getloadavg()[0]:.1f} on {len(os.sched_getaffinity(0))} usable CPUs")
-    for task_dir in sorted(p for p in (ROOT / "data").iterdir() if p.is_dir() and p.name != "fixtures"):
+    wanted = set(filter(None, args.tasks.split(",")))
+    for task_dir in sorted(p for p in (ROOT / "data").iterdir() if p.is_dir() and p.name != "fixtures"
+                           and (not wanted or p.name in wanted)):
         built = sorted(d for d in task_dir.iterdir() if (d / "manifest.json").is_file())
         if not built:
             continue
