@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -112,3 +113,19 @@ def bench_texts(n: int) -> list[str]:
         words = "the a film movie story was very good bad dull great awful plot acting of and".split()
         pool = [" ".join(rng.choice(words, size=rng.integers(5, 25))) for _ in range(2000)]
     return [pool[i % len(pool)] for i in range(n)]
+
+
+def train_student(cache_root: Path, teacher_key: str, *flags: str) -> dict:
+    """Train one quantum student (no classical or CE twins) on ``cache_root/teacher/<teacher_key>`` with
+    ``qdllm student`` in a subprocess, as a user would; returns the new run's metrics.json."""
+    runs = Path(cache_root) / "student"
+
+    def listed() -> set[Path]:
+        return {p for p in runs.iterdir() if not p.name.startswith(".")} if runs.is_dir() else set()  # no locks
+
+    before = listed()
+    subprocess.run([sys.executable, "-m", "stages.cli", "-q", "student", "--teacher-key", teacher_key,
+                    "--no-classical", "--no-ce-baseline", *flags], check=True, cwd=ROOT,
+                   env={**os.environ, "QDLLM_CACHE_DIR": str(cache_root)})
+    (new,) = listed() - before
+    return json.loads((new / "metrics.json").read_text())

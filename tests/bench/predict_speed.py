@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from helpers import bench_texts
+from helpers import bench_texts, train_student
 
 from pipeline.blas import describe
 from stages.lm.embed import load_encoder
@@ -58,13 +57,8 @@ def student_accuracy(teacher_key: str, embedders: list[str]) -> None:
             write_teacher_cache(Path(tmp) / "teacher" / name, splits, key=name, inputs={"from": teacher_key},
                                 task=manifest["task"], class_names=manifest["class_names"],
                                 embedding_source=name, extra={**extra, "embedder": name})
-            env = {**os.environ, "QDLLM_CACHE_DIR": tmp}
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "stages.cli", "-q", "student", "--teacher-key", name,
-                            "--no-classical", "--no-ce-baseline"], check=True, cwd=ROOT, env=env)
-            runs = [p for p in (Path(tmp) / "student").iterdir() if not p.name.startswith(".")
-                    and json.loads((p / "manifest.json").read_text())["teacher_key"] == name]
-            test = json.loads((runs[0] / "metrics.json").read_text())["summary"]["test"]
+            test = train_student(Path(tmp), name)["summary"]["test"]
             dim = splits["train"].embeddings.shape[1]
             print(f"{name:<16} D={dim:<4} quantum KL+JS+CE test accuracy {100 * test['accuracy']['mean']:.2f} ± "
                   f"{100 * test['accuracy']['std']:.2f} %, agreement {100 * test['agreement']['mean']:.1f} % "

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +29,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from helpers import train_student
 
 from pipeline.blas import describe
 
@@ -60,20 +61,6 @@ def teacher_logits(src: Path, manifest: dict, texts: list[str]) -> np.ndarray:
     model = PeftModel.from_pretrained(base, str(src / "adapter")).merge_and_unload().eval()
     return train.predict_logits(model, train.tokenize(tok, texts, cfg["max_length"]), tok.pad_token_id,
                                 label="teacher logits", bf16=cfg["precision"] == "bf16")
-
-
-def student(tmp: str, key: str, *flags: str) -> dict:
-    env = {**os.environ, "QDLLM_CACHE_DIR": tmp}
-    runs = Path(tmp) / "student"
-
-    def listed() -> set[Path]:
-        return {p for p in runs.iterdir() if not p.name.startswith(".")} if runs.is_dir() else set()  # no locks
-
-    before = listed()
-    subprocess.run([sys.executable, "-m", "stages.cli", "-q", "student", "--teacher-key", key, "--no-classical",
-                    "--no-ce-baseline", *flags], check=True, cwd=ROOT, env=env)
-    (new,) = listed() - before
-    return json.loads((new / "metrics.json").read_text())
 
 
 def main() -> None:
@@ -132,7 +119,7 @@ def main() -> None:
         for name, flags in (("KL+JS+CE with transfer rows", ()), ("KL+JS+CE without", ("--no-transfer-rows",)),
                             ("CE", ("--loss", "ce"))):
             t0 = time.perf_counter()
-            m = student(tmp, "with-transfer", *flags, *seeds)
+            m = train_student(Path(tmp), "with-transfer", *flags, *seeds)
             results[name] = np.array([s["test"]["accuracy"] for s in m["seeds"]])
             t = m["summary"]["test"]
             print(f"{name:<28} test {100 * t['accuracy']['mean']:.2f} ± {100 * t['accuracy']['std']:.2f} %   "
