@@ -166,11 +166,22 @@ def build_model(cfg, dim: int, num_classes: int) -> FlatModel:
     return MLP(dim, num_classes, MLP.hidden_for(dim, num_classes, target), cfg.input_scaling)
 
 
+# Read by MindSpore when its runtime starts (the first op), so setting them here is early enough.
+# GLOG_v=3: MindSpore's own log shows errors only (its deprecation notices are noise).
+# MS_DEV_HOST_BLOCKING_RUN=1: run each op on the calling thread. By default PyNative hands every op to a
+# "frontend_queue" thread and the caller busy-waits for it; that thread then spins about 1 ms after each
+# Adam step. Alone that costs a fifth of a core; with one worker per core (``--jobs``) the waiting thread
+# and the spinning one fight the other worker for CPU, and two units side by side took 1.9x the time of one
+# (tests/bench/student_jobs.py). Same kernels, same results bit for bit.
+MINDSPORE_ENV = {"GLOG_v": "3", "MS_DEV_HOST_BLOCKING_RUN": "1"}
+
+
 class AdamParameters:
     """MindSpore holds the flat parameter vector and applies Adam to NumPy gradients."""
 
     def __init__(self, flat: np.ndarray, lr: float):
-        os.environ.setdefault("GLOG_v", "3")  # MindSpore's own log: errors only (deprecation notices are noise)
+        for k, v in MINDSPORE_ENV.items():
+            os.environ.setdefault(k, v)
         import mindspore as ms
         from mindspore import nn
 
