@@ -1,9 +1,10 @@
 """The ablation grid on one teacher cache with --jobs 1 and --jobs N, side by side in one run.
 
-Three settings: ``--jobs 1`` as a user runs it (NumPy's BLAS may use every core inside the one process),
-``--jobs 1`` held to one BLAS thread (one core: the unit of work the pool multiplies), and ``--jobs N``
-(N single-threaded workers). For each: wall time, CPU time of the whole invocation and how many cores that
-kept busy, and the speed-up over one core.
+Four settings: ``--jobs 1`` as a user runs it (NumPy's BLAS may use every core inside the one process),
+``--jobs 1`` held to one BLAS thread (the unit of work the pool multiplies), the same pinned to one core (as
+every pool worker is; this shows how much of the pool's gain is the pinning itself), and ``--jobs N`` (N
+single-threaded workers, one per core). For each: wall time, CPU time of the whole invocation and how many
+cores that kept busy, and the speed-up over the two single-threaded baselines.
 
 Each setting trains the default ablation grid (quantum: loss × layers × qubits × temperature around the
 defaults; logreg and MLP twins) from the same synthetic cache into its own cache directory; prints the
@@ -47,14 +48,16 @@ def main() -> None:
     print(f"ablation grid, synthetic cache n={args.n} D={args.dim}, seeds {args.seeds}, {args.epochs} epochs; "
           f"load average {os.getloadavg()[0]:.1f} on {len(os.sched_getaffinity(0))} usable CPUs")
     # --jobs 1 as it runs (BLAS may use every core inside the one process), --jobs 1 held to one BLAS thread
-    # (one core, the baseline the pool multiplies), and --jobs N (one BLAS thread per worker)
-    settings = {"--jobs 1": (1, {}), "--jobs 1, one BLAS thread": (1, ONE_THREAD),
-                f"--jobs {args.jobs}": (args.jobs, {})}
+    # (the baseline the pool multiplies), the same pinned to one core (as each pool worker is), and --jobs N
+    first_cpu = min(os.sched_getaffinity(0))
+    settings = {"--jobs 1": (1, {}, None), "--jobs 1, one BLAS thread": (1, ONE_THREAD, None),
+                "--jobs 1, one BLAS thread, one core": (1, ONE_THREAD, first_cpu),
+                f"--jobs {args.jobs}": (args.jobs, {}, None)}
     times: dict[str, list[tuple[float, float]]] = {}
     found = {}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.repeats):
-            for name, (jobs, extra) in settings.items():
+            for name, (jobs, extra, cpu) in settings.items():
                 root = Path(tmp) / f"r{rep}-{len(times.get(name, []))}-{abs(hash(name))}"
                 write_synthetic_cache(root / "teacher" / "bench", n=args.n, dim=args.dim)
                 env = {**os.environ, **extra, "QDLLM_CACHE_DIR": str(root),
@@ -62,15 +65,18 @@ def main() -> None:
                 cpu0, t0 = _children_cpu(), time.perf_counter()
                 subprocess.run([sys.executable, "-m", "stages.cli", "-q", "student", "ablations", "--teacher-key",
                                 "bench", "--seeds", args.seeds, "--epochs", args.epochs, "--jobs", str(jobs)],
-                               check=True, cwd=ROOT, env=env)
+                               check=True, cwd=ROOT, env=env,
+                               preexec_fn=None if cpu is None else (lambda c=cpu: os.sched_setaffinity(0, {c})))
                 times.setdefault(name, []).append((time.perf_counter() - t0, _children_cpu() - cpu0))
                 found[name] = run_results(root / "student")
     base = statistics.median(w for w, _ in times["--jobs 1, one BLAS thread"])
+    pinned = statistics.median(w for w, _ in times["--jobs 1, one BLAS thread, one core"])
     first = next(iter(found.values()))
     for name, runs in times.items():
         wall, cpu = statistics.median(w for w, _ in runs), statistics.median(c for _, c in runs)
-        print(f"{name:<28} {wall:7.1f} s wall  {cpu:7.1f} s CPU ({cpu / wall:.2f} cores busy)  "
-              f"speed-up over one core {base / wall:4.2f}x", flush=True)
+        print(f"{name:<36} {wall:7.1f} s wall  {cpu:7.1f} s CPU ({cpu / wall:.2f} cores busy)  "
+              f"speed-up over one BLAS thread {base / wall:4.2f}x, over one pinned core {pinned / wall:4.2f}x",
+              flush=True)
     print(f"{len(first)} runs; identical metrics and tensors in every setting: "
           f"{all(f == first for f in found.values())}")
 
