@@ -66,7 +66,7 @@ class _QueueBar:
 def _pin_worker(counter, cpus: list[int]) -> None:
     """Pool initializer: the k-th worker (and every thread it starts) runs on the k-th usable core only.
     Unpinned, a worker's threads wander between cores and two single-threaded units side by side ran about
-    10 % slower each than pinned (tests/bench/student_jobs.py)."""
+    15 % slower each than alone; pinned, as fast (tests/bench/student_jobs.py, docs/student.md)."""
     with counter.get_lock():
         k = counter.value
         counter.value += 1

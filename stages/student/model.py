@@ -171,7 +171,7 @@ def build_model(cfg, dim: int, num_classes: int) -> FlatModel:
 # MS_DEV_HOST_BLOCKING_RUN=1: run each op on the calling thread. By default PyNative hands every op to a
 # "frontend_queue" thread and the caller busy-waits for it; that thread then spins about 1 ms after each
 # Adam step. Alone that costs a fifth of a core; with one worker per core (``--jobs``) the waiting thread
-# and the spinning one fight the other worker for CPU, and two units side by side took 1.9x the time of one
+# and the spinning one fight the other worker for CPU, and two units side by side took 1.8-1.9x the time of one
 # (tests/bench/student_jobs.py). Same kernels, same results bit for bit.
 MINDSPORE_ENV = {"GLOG_v": "3", "MS_DEV_HOST_BLOCKING_RUN": "1"}
 
