@@ -32,12 +32,14 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THRE
               "QDLLM_INFER_THREADS": "1"}
 
 
+def usable_cpus() -> list[int]:
+    """The cores this process may use, or [] where the OS does not say (not Linux)."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+
+
 def default_jobs() -> int:
     """The cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    return len(usable_cpus()) or os.cpu_count() or 1
 
 
 @dataclass
@@ -138,11 +140,11 @@ def _train_in_pool(runs: list[_Run], units: list[tuple[_Run, int]], jobs: int) -
     ctx = get_context("spawn")
     manager = ctx.Manager()
     q = manager.Queue()
+    cpus = usable_cpus()
+    pin = {"initializer": _pin_worker, "initargs": (ctx.Value("i", 0), cpus)} if 1 < jobs <= len(cpus) else {}
     saved = {k: os.environ.get(k) for k in ONE_THREAD}
     os.environ.update(ONE_THREAD)  # inherited by the spawned workers: one BLAS/OpenMP thread each
     try:
-        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-        pin = dict(initializer=_pin_worker, initargs=(ctx.Value("i", 0), cpus)) if 1 < jobs <= len(cpus) else {}
         pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, **pin)
     finally:
         for k, v in saved.items():

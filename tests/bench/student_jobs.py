@@ -58,7 +58,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.repeats):
             for name, (jobs, extra, cpu) in settings.items():
-                root = Path(tmp) / f"r{rep}-{len(times.get(name, []))}-{abs(hash(name))}"
+                root = Path(tmp) / f"r{rep}-{len(found)}"
                 write_synthetic_cache(root / "teacher" / "bench", n=args.n, dim=args.dim)
                 env = {**os.environ, **extra, "QDLLM_CACHE_DIR": str(root),
                        "QDLLM_HASH_MEMO": str(Path(tmp) / "memo.json")}
@@ -68,7 +68,7 @@ def main() -> None:
                                check=True, cwd=ROOT, env=env,
                                preexec_fn=None if cpu is None else (lambda c=cpu: os.sched_setaffinity(0, {c})))
                 times.setdefault(name, []).append((time.perf_counter() - t0, _children_cpu() - cpu0))
-                found[name] = run_results(root / "student")
+                found[(rep, name)] = run_results(root / "student")
     base = statistics.median(w for w, _ in times["--jobs 1, one BLAS thread"])
     pinned = statistics.median(w for w, _ in times["--jobs 1, one BLAS thread, one core"])
     first = next(iter(found.values()))
@@ -77,7 +77,7 @@ def main() -> None:
         print(f"{name:<36} {wall:7.1f} s wall  {cpu:7.1f} s CPU ({cpu / wall:.2f} cores busy)  "
               f"speed-up over one BLAS thread {base / wall:4.2f}x, over one pinned core {pinned / wall:4.2f}x",
               flush=True)
-    print(f"{len(first)} runs; identical metrics and tensors in every setting: "
+    print(f"{len(first)} runs; identical metrics and tensors in every setting and repeat: "
           f"{all(f == first for f in found.values())}")
 
 
