@@ -6,6 +6,7 @@ when it runs, so ``qdllm --help`` and ``qdllm key`` stay fast.
 
 from __future__ import annotations
 
+import errno
 import sys
 from typing import Annotated, Optional
 
@@ -139,6 +140,34 @@ def main() -> None:
     except click.exceptions.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
+    except OSError as e:
+        sentence = environment_error(e)
+        if sentence is None:  # not the user's environment: a bug, shown with its traceback
+            raise
+        if _state["verbose"] > 1:
+            console.print_exception()
+        console.print(f"[bold red]error:[/] {sentence}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+
+
+# Errors of the machine a user runs on (permissions, read-only mounts, a full disk), not of the program.
+_ENVIRONMENT_ERRNOS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "the file system is read-only",
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is exceeded",
+}
+
+
+def environment_error(e: OSError) -> str | None:
+    """One sentence for an OSError caused by the user's environment, or None for any other OSError."""
+    why = _ENVIRONMENT_ERRNOS.get(e.errno)
+    if why is None:
+        return None
+    where = f" {e.filename}" if e.filename else ""
+    return (f"cannot use{where}: {why}. Point the output elsewhere (QDLLM_DATA_DIR, QDLLM_CACHE_DIR or the "
+            "command's output option) or fix the permissions or space; nothing partial was kept.")
 
 
 if __name__ == "__main__":
