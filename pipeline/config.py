@@ -126,9 +126,23 @@ def _joined(values: tuple) -> str:
 
 
 def _check_split(split: tuple[float, ...], cfg: Any) -> str | None:
-    if len(split) != 3 or min(split) < 0 or abs(sum(split) - 1.0) > 1e-6 or split[0] == 0:
-        return (f"--split {_joined(split)!r} is not valid: give three non-negative train,val,test fractions "
-                "that sum to 1 with train > 0, e.g. 0.6,0.2,0.2.")
+    if len(split) != 3 or min(split) <= 0 or abs(sum(split) - 1.0) > 1e-6:
+        return (f"--split {_joined(split)!r} is not valid: give three positive train,val,test fractions that sum "
+                "to 1 (the student chooses its checkpoint on val and reports test), e.g. 0.6,0.2,0.2.")
+    return None
+
+
+MAX_SEED = 2**32 - 1  # NumPy's legacy seeding and MindSpore's set_seed take unsigned 32-bit seeds
+
+
+def _check_seeds(seeds: tuple[int, ...], cfg: Any) -> str | None:
+    if not seeds:
+        return "--seeds needs at least one seed, e.g. 0,1,2,3,4."
+    if len(set(seeds)) != len(seeds):
+        return f"--seeds {_joined(seeds)!r} repeats a seed; give each seed once."
+    bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
+    if bad:
+        return f"--seeds {_joined(seeds)!r} holds {bad[0]}: seeds must be integers from 0 to {MAX_SEED}."
     return None
 
 
@@ -145,7 +159,7 @@ class DataConfig:
     label_column: str = setting("label", "Label column of your own CSV/TSV/JSONL/Parquet.")
     split: tuple[float, ...] = setting((0.6, 0.2, 0.2), "Train,val,test fractions per class.", parse=_floats,
                                        show=_joined, check=_check_split)
-    seed: int = setting(0, "Seed for the data split and the teacher fine-tune.")
+    seed: int = setting(0, "Seed for the data split and the teacher fine-tune.", ge=0, le=MAX_SEED)
     max_per_class: int = setting(0, "Cap examples per class after balancing (0 = all).", ge=0)
 
     def __post_init__(self) -> None:
@@ -226,7 +240,7 @@ class TeacherConfig:
     embedder: str | None = setting(None, "Frozen embedder: mpnet (all-mpnet-base-v2, D=768) | minilm (D=384, 5-6x "
                                    "faster) | <name>-static | teacher-input | hub id | local dir" + _FROM_PROFILE
                                    + ": mpnet on gpu, minilm on cpu.")
-    seed: int = setting(0, "Seed for the data split and the teacher fine-tune.")
+    seed: int = setting(0, "Seed for the data split and the teacher fine-tune.", ge=0, le=MAX_SEED)
     profile: str = setting("auto", "auto | cpu | gpu: defaults of the fine-tune budget (auto = gpu when CUDA is "
                            "present).", choices=("auto", "cpu", "gpu"))
     transfer: str = setting("", "Unlabeled texts the teacher labels into the cache's transfer split (a .txt file, one "
@@ -289,19 +303,17 @@ def _check_qubits(n: int, cfg: "StudentConfig") -> str | None:
     if cfg.model != "quantum":
         return None
     limit = max_qubits(cfg.batch_size)
+    if n > limit and n <= max_qubits(INFERENCE_CHUNK):  # the batch, not the qubits, is too large
+        fits = max(b for b in (2**i for i in range(40)) if max_qubits(b) >= n)
+        return (f"--batch-size {cfg.batch_size} does not fit with --qubits {n}: the simulator keeps 2^{n} complex "
+                f"amplitudes (16 bytes each) per example of a batch, {STATE_COPIES} copies, and this machine's "
+                f"{memory_bytes() / 2**30:.0f} GiB of memory holds batches of at most about {fits}; use a smaller "
+                "--batch-size.")
     if n > limit:
         return (f"--qubits {n} does not fit: the simulator keeps 2^n complex amplitudes (16 bytes each) for each of "
                 f"up to {max(cfg.batch_size, INFERENCE_CHUNK)} examples at a time, {STATE_COPIES} copies, and this "
                 f"machine's {memory_bytes() / 2**30:.0f} GiB of memory holds at most {limit} qubits; use --qubits "
                 f"{min(limit, 11)} or fewer.")
-    return None
-
-
-def _check_seeds(seeds: tuple[int, ...], cfg: Any) -> str | None:
-    if not seeds:
-        return "--seeds needs at least one seed, e.g. 0,1,2,3,4."
-    if len(set(seeds)) != len(seeds):
-        return f"--seeds {_joined(seeds)!r} repeats a seed; give each seed once."
     return None
 
 

@@ -2,8 +2,11 @@
 
 A key names a directory (its first ``SHORT`` hex digits); the manifest stores the full
 digest and the inputs, so anyone can see why two keys differ. Hashing files is the slow
-part, so file digests are remembered by (path, size, mtime) in a small JSON file and a
-key for an unchanged tree costs a few stat calls.
+part, so file digests are remembered in a small JSON file (``QDLLM_HASH_MEMO``) and a key
+for an unchanged tree costs a few stat calls. A remembered digest is used only while the
+file's device, inode, size, mtime and ctime (in nanoseconds) are all unchanged: a file
+replaced by another of the same size and mtime still gets a new ctime (which no program
+can set back), and a file changed within the clock tick of its hashing is never remembered.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +44,13 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+RACY_SECONDS = 2.0  # a file changed this recently may change again within the same timestamp: not remembered
+
+
 def _memo_path() -> Path:
-    return Path(os.environ.get("QDLLM_HASH_MEMO", Path.home() / ".cache" / "qdllm" / "file-hashes.json"))
+    from pipeline.paths import hash_memo
+
+    return hash_memo()
 
 
 def _load_memo() -> dict[str, list]:
@@ -63,20 +72,24 @@ def _save_memo(memo: dict[str, list]) -> None:
 
 
 def hash_files(paths: list[str | os.PathLike]) -> dict[str, str]:
-    """sha256 of each file, reusing remembered digests of files whose size and mtime are unchanged."""
+    """sha256 of each file, reusing remembered digests of files whose identity and timestamps are unchanged."""
     memo = _load_memo()
     out, changed = {}, False
     for p in paths:
         ap = str(Path(p).resolve())
         st = os.stat(ap)
-        stamp = [st.st_size, st.st_mtime_ns]
+        stamp = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
         hit = memo.get(ap)
-        if hit and hit[:2] == stamp:
-            out[str(p)] = hit[2]
-        else:
-            d = sha256_file(ap)
+        if hit and hit[:-1] == stamp:
+            out[str(p)] = hit[-1]
+            continue
+        d = sha256_file(ap)
+        out[str(p)] = d
+        if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > RACY_SECONDS * 1e9:
             memo[ap] = stamp + [d]
-            out[str(p)] = d
+            changed = True
+        elif hit:
+            del memo[ap]
             changed = True
     if changed:
         _save_memo(memo)

@@ -4,6 +4,8 @@
 - ``QDLLM_CACHE_DIR``     teacher caches, student runs, reports (default ``./cache``)
 - ``QDLLM_DOWNLOAD_DIR``  PyPI artifacts that carry models and corpora
                           (default ``~/.cache/qdllm/downloads``)
+- ``QDLLM_HASH_MEMO``     remembered sha256 digests of input files, a speed-up for ``qdllm key``
+                          (default ``<QDLLM_CACHE_DIR>/.file-hashes.json``; delete it any time)
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ def cache_dir() -> Path:
 def download_dir() -> Path:
     default = Path.home() / ".cache" / "qdllm" / "downloads"
     return Path(os.environ.get("QDLLM_DOWNLOAD_DIR", default))
+
+
+def hash_memo() -> Path:
+    return Path(os.environ.get("QDLLM_HASH_MEMO", cache_dir() / ".file-hashes.json"))
 
 
 def teacher_dir(key: str) -> Path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import math
 import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -54,13 +55,16 @@ def specs(cls: type) -> dict[str, Spec]:
 def _rule(spec: Spec) -> str:
     if spec.choices is not None:
         return "one of " + ", ".join(map(str, spec.choices))
+    def num(v: float) -> str:
+        return str(v) if isinstance(v, int) else f"{v:g}"
+
     parts = []
     if spec.gt is not None:
-        parts.append(f"> {spec.gt:g}")
+        parts.append(f"> {num(spec.gt)}")
     if spec.ge is not None:
-        parts.append(f">= {spec.ge:g}")
+        parts.append(f">= {num(spec.ge)}")
     if spec.le is not None:
-        parts.append(f"<= {spec.le:g}")
+        parts.append(f"<= {num(spec.le)}")
     return " and ".join(parts)
 
 
@@ -70,6 +74,11 @@ def validate(cfg: Any) -> None:
         value = getattr(cfg, name)
         if value is None:  # an unset optional (e.g. filled in from a profile later)
             continue
+        numbers = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+            shown = spec.show(value) if spec.show else value
+            raise QdllmError(f"{spec.flag} {shown!r} is not a finite number; give a finite value"
+                             + (f" ({_rule(spec)})." if _rule(spec) else "."))
         bad = (spec.choices is not None and value not in spec.choices) or (
             not isinstance(value, (str, tuple)) and (
                 (spec.gt is not None and not value > spec.gt)

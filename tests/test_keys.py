@@ -1,6 +1,9 @@
 import os
 import subprocess
 import sys
+import time
+
+import pytest
 
 from pipeline import keys
 from pipeline.config import DataConfig, StudentConfig, TeacherConfig
@@ -12,14 +15,56 @@ def test_canonical_json_ignores_key_order():
     assert keys.digest({"a": 1}) != keys.digest({"a": 2})
 
 
-def test_file_hash_memo_tracks_content_changes(tmp_path):
+def test_file_hash_memo_tracks_content_changes(tmp_path, monkeypatch):
+    monkeypatch.setattr(keys, "RACY_SECONDS", -1.0)  # remember even a file written a moment ago
     f = tmp_path / "x.txt"
     f.write_text("one")
     first = keys.hash_files([f])[str(f)]
     assert first == keys.sha256_file(f)
+    real = keys.sha256_file
+    monkeypatch.setattr(keys, "sha256_file", lambda p: pytest.fail("the memo should have served this digest"))
     assert keys.hash_files([f])[str(f)] == first  # served from the memo
+    monkeypatch.setattr(keys, "sha256_file", real)
     f.write_text("two!")  # new size (and mtime) invalidates the memo entry
     assert keys.hash_files([f])[str(f)] == keys.sha256_file(f) != first
+
+
+@pytest.mark.parametrize("how", ["in place", "renamed over"])
+def test_file_hash_memo_never_serves_a_replaced_file_of_the_same_size_and_mtime(tmp_path, monkeypatch, how):
+    """Labels flipped in a source file of the same size, its mtime set back: the key must still change."""
+    monkeypatch.setattr(keys, "RACY_SECONDS", -1.0)
+    f = tmp_path / "data.csv"
+    f.write_text("text,label\ngood,1\nbad,0\n")
+    st = f.stat()
+    before = keys.hash_files([f])[str(f)]
+    time.sleep(0.05)  # past the file system's timestamp granularity
+    flipped = "text,label\ngood,0\nbad,1\n"
+    if how == "in place":
+        f.write_text(flipped)
+    else:
+        (tmp_path / "new.csv").write_text(flipped)
+        os.replace(tmp_path / "new.csv", f)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert f.stat().st_size == st.st_size and f.stat().st_mtime_ns == st.st_mtime_ns
+    assert keys.hash_files([f])[str(f)] == keys.sha256_file(f) != before
+
+
+def test_a_file_changed_just_now_is_hashed_but_not_remembered(tmp_path):
+    f = tmp_path / "fresh.txt"
+    f.write_text("just written")
+    assert keys.hash_files([f])[str(f)] == keys.sha256_file(f)
+    memo = keys._load_memo()
+    assert str(f.resolve()) not in memo  # within RACY_SECONDS of its change: a rewrite could keep every stamp
+
+
+def test_the_memo_lives_under_the_cache_root_by_default(tmp_path, monkeypatch):
+    from pipeline import paths
+
+    monkeypatch.delenv("QDLLM_HASH_MEMO")
+    monkeypatch.setenv("QDLLM_CACHE_DIR", str(tmp_path / "somewhere"))
+    assert paths.hash_memo() == tmp_path / "somewhere" / ".file-hashes.json"
+    monkeypatch.setenv("QDLLM_HASH_MEMO", str(tmp_path / "m.json"))
+    assert paths.hash_memo() == tmp_path / "m.json"
 
 
 def test_hash_tree_changes_when_any_file_changes(tmp_path):

@@ -94,6 +94,13 @@ def split_balanced(rows, class_names: list[str], cfg: DataConfig) -> tuple[dict[
         removed["balance"] = sum(counts.values()) - smallest * len(counts)
         removed["cap"] = (smallest - n) * len(counts)
         sizes = _split_sizes(n, cfg.split)
+        if min(sizes) == 0:
+            need = next(m for m in range(n + 1, 10**6) if min(_split_sizes(m, cfg.split)) > 0)
+            empty = SPLITS[sizes.index(0)]
+            cause = (f"--max-per-class {cfg.max_per_class}" if cfg.max_per_class and cfg.max_per_class < smallest
+                     else f"the smallest class ({smallest} texts after cleaning)")
+            raise QdllmError(f"{cause} leaves the {empty} split empty with --split {','.join(f'{f:g}' for f in cfg.split)}; "
+                             f"each class needs at least {need} texts, so raise --max-per-class or give more data.")
         for c in counts:
             picked = _sample([r[0] for r in by_class[c]], n, _rng(cfg.seed, c))
             start = 0

@@ -14,7 +14,9 @@ from __future__ import annotations
 import bz2
 import html
 import io
+import json
 import logging
+import math
 import re
 import tarfile
 from collections.abc import Callable
@@ -231,7 +233,30 @@ def authors_layout(cfg: DataConfig, root: Path) -> Raw:
 
 # ------------------------------------------------------------------ the user's own table
 
-def _read_table(path: Path):
+def _read_jsonl(path: Path, text: str) -> list[dict[str, Any]]:
+    """One JSON object per line, read with the standard library: polars would turn a list or an object in a text
+    column into its JSON string without a word."""
+    rows = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise QdllmError(f"{path} line {i} is not valid JSON ({e.msg}); write one JSON object per line.") from None
+        if not isinstance(row, dict):
+            raise QdllmError(f"{path} line {i} holds a JSON {type(row).__name__}, not an object; write one object per "
+                             'line, e.g. {"text": "...", "label": "..."}.')
+        rows.append(row)
+    return rows
+
+
+def read_table_columns(path: Path, columns: dict[str, str]) -> dict[str, list]:
+    """The named columns of a CSV, TSV, JSONL or Parquet file as lists of scalars (str, int, float, bool or None).
+
+    ``columns`` maps each column name to how to fix its absence ("name it with --text-column"). A list or an
+    object where a scalar belongs is refused with the row it is in.
+    """
     import polars as pl
 
     kind = TABLE_SUFFIXES.get(path.suffix.lower())
@@ -239,39 +264,68 @@ def _read_table(path: Path):
         raise QdllmError(
             f"Cannot read {path.name}: use a .csv, .tsv, .jsonl or .parquet file, or a directory in the authors' layout."
         )
-    if kind != "parquet":
-        text = _read_text(path)
+    text = _read_text(path) if kind != "parquet" else ""
     try:
-        if kind == "parquet":
-            return pl.read_parquet(path)
         if kind == "jsonl":
-            return pl.read_ndjson(io.StringIO(text))
-        return pl.read_csv(io.StringIO(text), separator="\t" if kind == "tsv" else ",", infer_schema_length=0,
-                           quote_char='"' if kind == "csv" else None)
+            rows = _read_jsonl(path, text)
+            names = list(dict.fromkeys(k for r in rows for k in r))
+            table = {c: [r.get(c) for r in rows] for c in names if c in columns}
+        else:
+            df = (pl.read_parquet(path) if kind == "parquet" else
+                  pl.read_csv(io.StringIO(text), separator="\t" if kind == "tsv" else ",", infer_schema_length=0,
+                              quote_char='"' if kind == "csv" else None))
+            names = df.columns
+            table = {c: df[c].to_list() for c in names if c in columns}
     except QdllmError:
         raise
     except Exception as e:  # polars raises several types for malformed files
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise QdllmError(f"Cannot parse {path} as {kind.upper()} ({msg}); check the file format.") from None
+    for col, fix in columns.items():
+        if col not in table:
+            raise QdllmError(f"{path.name} has no column {col!r} (columns: {', '.join(map(str, names)) or 'none'}); "
+                             f"{fix}.")
+        for i, v in enumerate(table[col]):
+            if not (v is None or isinstance(v, (str, int, float))):
+                what = "a list" if isinstance(v, (list, tuple)) else "an object" if isinstance(v, dict) else \
+                    f"a {type(v).__name__}"
+                raise QdllmError(f"{path.name} row {i + 1}: column {col!r} holds {what}; each row needs one plain "
+                                 "text or number there.")
+    return table
+
+
+_INTEGER = re.compile(r"-?\d+(\.0*)?")
+
+
+def _label_text(v: Any, where: str, row: int) -> str | None:
+    """A label as text: None, NaN and blanks are unlabelled; integral numbers (1, 1.0, "1.0") are integers."""
+    if v is None or isinstance(v, bool):
+        return None if v is None else str(int(v))
+    if isinstance(v, float):
+        if math.isnan(v):
+            return None
+        if not math.isfinite(v) or v != int(v):
+            raise QdllmError(f"{where} row {row}: label {v!r} is not a class; labels must be class names or integers.")
+        return str(int(v))
+    v = str(v).strip()
+    if _INTEGER.fullmatch(v):
+        return str(int(float(v)))
+    return v or None
 
 
 def table_file(cfg: DataConfig, path: Path) -> Raw:
     """Any number of classes; string labels are sorted by name, integer labels keep their order."""
-    import polars as pl
-
-    df = _read_table(path)
-    if df.height == 0:
+    table = read_table_columns(path, {cfg.text_column: "name it with --text-column",
+                                      cfg.label_column: "name it with --label-column"})
+    if not table[cfg.label_column]:
         raise QdllmError(f"Data file {path} has no rows; give a file with {cfg.text_column!r} and {cfg.label_column!r} columns.")
-    for col, opt in ((cfg.text_column, "--text-column"), (cfg.label_column, "--label-column")):
-        if col not in df.columns:
-            raise QdllmError(
-                f"{path.name} has no column {col!r} (columns: {', '.join(df.columns)}); name it with {opt}."
-            )
-    df = df.select(pl.col(cfg.text_column).cast(pl.String).fill_null("").alias("text"),
-                   pl.col(cfg.label_column).cast(pl.String).str.strip_chars().alias("label"))
-    df = df.filter(pl.col("label").is_not_null() & (pl.col("label") != ""))  # unlabelled rows are not examples
-    labels = df["label"].to_list()
-    return _with_label_names(cfg, df["text"].to_list(), labels, str(path))
+    labels = [_label_text(v, path.name, i + 1) for i, v in enumerate(table[cfg.label_column])]
+    if any(lab is not None and lab.lower() == "nan" for lab in labels) and all(
+            lab is None or lab.lower() == "nan" or _INTEGER.fullmatch(lab) for lab in labels):
+        labels = [None if lab is not None and lab.lower() == "nan" else lab for lab in labels]  # NaN in numbers
+    keep = [i for i, lab in enumerate(labels) if lab is not None]  # unlabelled rows are not examples
+    texts = ["" if t is None else str(t) for t in table[cfg.text_column]]
+    return _with_label_names(cfg, [texts[i] for i in keep], [labels[i] for i in keep], str(path))
 
 
 def _with_label_names(cfg: DataConfig, texts: list[str], labels: list[str], where: str,
