@@ -103,6 +103,35 @@ def models_root(tmp_path_factory):
     return tmp_path_factory.mktemp("tiny-models")
 
 
+@pytest.fixture(autouse=True)
+def cpu_bf16(request, monkeypatch):
+    """The machine these tests describe, whatever machine runs them: a CPU without a GPU, with native bf16 (AMX,
+    AVX512-BF16: ``--precision auto`` picks bf16) when the test is parametrised so, else without (auto picks fp32)."""
+    from pipeline import blas, config
+
+    native = getattr(request, "param", False)
+    monkeypatch.setattr(config, "has_gpu", lambda: False)
+    monkeypatch.setattr(blas, "cpu_flags", lambda: {"avx2", "fma"} | ({"amx_bf16", "avx512_bf16"} if native else set()))
+    return native
+
+
+# Tests whose --precision is left to `auto` run as on both kinds of CPU.
+BOTH_CPUS = pytest.mark.parametrize("cpu_bf16", [False, True], indirect=True, ids=["avx2-cpu", "amx-cpu"])
+
+# Tolerances (atol, rtol) for reproducing cached logits from the saved adapter, per the precision the cache records:
+# fp32 runs agree to float32 rounding across batch shapes (seen: 5e-8); bf16 autocast keeps 8 mantissa bits, and a
+# different batch (padding, accumulation order) moves logits of order 0.1 by a few bf16 ulps (ulp 2^-11 there; seen:
+# 9.8e-4 = 2 ulps), so 4 ulps absolute and 2^-6 relative.
+REPRODUCE_TOL = {"fp32": (1e-4, 0.0), "bf16": (2e-3, 2**-6)}
+
+
+def reproduce_logits(model, x: dict, manifest: dict):
+    """Logits of a reloaded adapter computed as the adapter's README says reproduces the cache."""
+    record = manifest["export_precision"]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=record["autocast"] == "bfloat16"):
+        return model(**x).logits.float().numpy()
+
+
 # ---------------------------------------------------------------- model, LoRA, head
 
 
@@ -175,7 +204,8 @@ def test_cpu_threads_leave_cores_that_other_processes_keep_busy(monkeypatch):
 # ---------------------------------------------------------------- the whole stage
 
 
-def test_stage_writes_a_valid_cache_with_adapter_and_then_does_nothing(models_root):
+@BOTH_CPUS
+def test_stage_writes_a_valid_cache_with_adapter_and_then_does_nothing(models_root, cpu_bf16):
     from stages.teacher.run import run_teacher
 
     dcfg = write_tiny_dataset()
@@ -205,12 +235,25 @@ def test_stage_writes_a_valid_cache_with_adapter_and_then_does_nothing(models_ro
     base = classifier.load_classifier(tcfg.model, 2, tok)
     model = PeftModel.from_pretrained(base, path / "adapter").eval()
     x = tok(cache.splits["test"].texts[:1], return_tensors="pt", truncation=True, max_length=tcfg.max_length)
-    with torch.no_grad():
-        np.testing.assert_allclose(model(**x).logits[0].numpy(), cache.splits["test"].logits[0], atol=1e-4)
+    precision = m["precision"]
+    assert precision == ("bf16" if cpu_bf16 else "fp32")  # what `auto` resolves to on this kind of CPU
+    record = m["export_precision"]
+    assert record == json.loads((path / "adapter" / "qdllm_adapter.json").read_text())["export_precision"]
+    atol, rtol = REPRODUCE_TOL[precision]
+    np.testing.assert_allclose(reproduce_logits(model, x, m)[0], cache.splits["test"].logits[0], atol=atol, rtol=rtol)
+    card = (path / "adapter" / "README.md").read_text()
+    if precision == "bf16":
+        assert "torch.autocast" in card and f"{record['fp32_max_abs_difference']:.2g}" in card
+        with torch.no_grad():  # plain fp32 lands within the difference the card states
+            fp32 = model(**x).logits[0].numpy()
+        assert np.abs(fp32 - cache.splits["test"].logits[0]).max() <= record["fp32_max_abs_difference"] + 1e-5
+    else:
+        assert "fp32" in card and record["autocast"] is None
     stamp = (path / "manifest.json").stat().st_mtime_ns
     assert run_teacher(resolve(data=dcfg, teacher=tcfg)) == path and (path / "manifest.json").stat().st_mtime_ns == stamp
 
 
+@BOTH_CPUS
 def test_caps_and_a_local_encoder(models_root):
     from stages.teacher.run import run_teacher
 
@@ -224,6 +267,13 @@ def test_caps_and_a_local_encoder(models_root):
     assert cache.manifest["caps"]["fine_tune_examples"] == 6
     assert cache.manifest["caps"]["exported_rows"] == {"train": 10, "val": 10, "test": 10}
     assert cache.manifest["caps"]["dataset_rows"] == {"train": 48, "val": 16, "test": 16}
+
+
+@BOTH_CPUS
+def test_auto_precision_follows_the_cpu_and_explicit_precision_wins(cpu_bf16):
+    assert TeacherConfig(profile="cpu").precision == ("bf16" if cpu_bf16 else "fp32")
+    assert TeacherConfig(profile="cpu", precision="fp32").precision == "fp32"
+    assert TeacherConfig(profile="cpu", precision="bf16").precision == "bf16"
 
 
 def test_bf16_on_the_cpu_is_an_autocast_recorded_in_the_key_and_close_to_fp32(models_root):
@@ -286,6 +336,7 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(models_root, t
         torch.testing.assert_close(resumed.best_state[name], value)
 
 
+@BOTH_CPUS
 def test_interrupted_stage_leaves_no_cache_and_the_next_run_continues(models_root):
     from stages.teacher.run import run_teacher, work_dir
 
@@ -564,6 +615,7 @@ def test_packaged_smollm2_loads_offline_and_a_small_run_beats_chance(monkeypatch
 # ---------------------------------------------------------------- the adapter outside this project
 
 
+@BOTH_CPUS
 def test_adapter_loads_with_auto_peft_its_tokenizer_and_labels_and_reproduces_the_cache(models_root, monkeypatch):
     """A 3-class adapter: AutoPeftModelForSequenceClassification finds the base by the recorded path, the
     tokenizer and labels.json come with it, and a padded batch gives the cached teacher logits."""
@@ -601,8 +653,8 @@ def test_adapter_loads_with_auto_peft_its_tokenizer_and_labels_and_reproduces_th
     assert model.config.id2label == {0: "sports", 1: "world", 2: "science"}
     test = cache.splits["test"]
     x = tok(test.texts[:6], return_tensors="pt", padding=True, truncation=True, max_length=tcfg.max_length)
-    with torch.no_grad():
-        np.testing.assert_allclose(model(**x).logits.numpy(), test.logits[:6], atol=1e-4)
+    atol, rtol = REPRODUCE_TOL[cache.manifest["precision"]]
+    np.testing.assert_allclose(reproduce_logits(model, x, cache.manifest), test.logits[:6], atol=atol, rtol=rtol)
 
 
 def test_adapter_records_hub_commit_or_packaged_artifact(tmp_path):
@@ -624,6 +676,7 @@ def test_adapter_records_hub_commit_or_packaged_artifact(tmp_path):
     assert rec["converted_from"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
+@BOTH_CPUS
 def test_transfer_texts_are_labelled_by_the_teacher_into_an_unlabeled_split(models_root, tmp_path):
     from pipeline.cache import TRANSFER, UNLABELED
     from stages.teacher.run import run_teacher

@@ -216,4 +216,24 @@ def _adapter_card(base: dict, class_names: list[str], info: dict) -> str:
                               "model = AutoPeftModelForSequenceClassification.from_pretrained(adapter, **kw).eval()",
                               "tok = AutoTokenizer.from_pretrained(adapter)",
                               "logits = model(**tok([\"some text\"], return_tensors=\"pt\")).logits", "```",
-                              load_base]) + "\n"
+                              load_base, _precision_note(info.get("export_precision"))]) + "\n"
+
+
+def _precision_note(record: dict | None) -> str:
+    """How to reproduce the cache's logits: the autocast they were computed under, and the difference otherwise."""
+    if not record:
+        return ""
+    if record["precision"] != "bf16":
+        return (f"\nThe cache's logits were computed in fp32 (weights `{record['weights_dtype']}`, no autocast): "
+                "the load above reproduces them to float32 rounding.\n")
+    measured = ""
+    if "fp32_max_abs_difference" in record:
+        measured = (f" Without the autocast, fp32 logits differ from the cached ones by up to "
+                    f"{record['fp32_max_abs_difference']:.2g} (largest difference over {record['rows_checked']} test "
+                    "rows, measured at export).")
+    return ("\n## Reproducing the cached logits\n\n"
+            f"The cache's logits were computed with bf16 arithmetic: weights `{record['weights_dtype']}` under "
+            "`torch.autocast(device_type, dtype=torch.bfloat16)`. Run the model the same way to reproduce them:\n\n"
+            "```python\nimport torch\n\nwith torch.no_grad(), torch.autocast(\"cpu\", dtype=torch.bfloat16):  "
+            "# \"cuda\" on a GPU\n    logits = model(**tok([\"some text\"], return_tensors=\"pt\")).logits.float()\n```\n"
+            + measured + "\n")

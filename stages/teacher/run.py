@@ -134,6 +134,27 @@ def _sharded_embeddings(procs: Processes, name: str, texts: list[str]) -> np.nda
     return out
 
 
+PRECISION_CHECK_ROWS = 16
+
+
+def _export_precision(model, ids: list[list[int]], pad_id: int, precision: str, procs) -> dict:
+    """How the cache's logits were computed, so that a user can reproduce them from the adapter: the autocast and
+    the weights' dtype, and with bf16 arithmetic on fp32 weights, how far plain fp32 logits land from the cached
+    ones (the largest difference over the first ``PRECISION_CHECK_ROWS`` test rows)."""
+    from stages.teacher import train
+
+    weights = str(model.dtype).removeprefix("torch.")
+    record = {"precision": precision, "autocast": "bfloat16" if precision == "bf16" else None,
+              "weights_dtype": weights}
+    if precision == "bf16" and weights == "float32" and ids:
+        few = ids[:PRECISION_CHECK_ROWS]
+        bf16 = train.predict_logits(model, few, pad_id, label="precision check (bf16)", bf16=True, procs=procs)
+        fp32 = train.predict_logits(model, few, pad_id, label="precision check (fp32)", bf16=False, procs=procs)
+        record["fp32_max_abs_difference"] = float(np.abs(bf16 - fp32).max())
+        record["rows_checked"] = len(few)
+    return record
+
+
 def load_transfer_texts(path: str, exclude: list[str]) -> list[str]:
     """The unlabeled texts of ``--transfer``, deduplicated, without any text of the dataset's splits (so the
     teacher's view of a validation or test text never reaches a student through the transfer split)."""
@@ -143,13 +164,10 @@ def load_transfer_texts(path: str, exclude: list[str]) -> list[str]:
     if p.suffix.lower() in (".txt", ""):
         raw = p.read_text(encoding="utf-8", errors="replace").splitlines()
     else:
-        from stages.data.sources import _read_table
+        from stages.data.sources import read_table_columns
 
-        table = _read_table(p)
-        if "text" not in table.columns:
-            raise QdllmError(f"--transfer {p} has no `text` column (it has {', '.join(table.columns)}); name the "
-                             "column of texts `text`.")
-        raw = [t for t in table["text"].to_list() if t is not None]
+        table = read_table_columns(p, {"text": "--transfer reads the column `text`"})
+        raw = [t for t in table["text"] if t is not None]
     seen = set(exclude)
     out = []
     for t in (" ".join(str(x).split()) for x in raw):
@@ -226,11 +244,13 @@ def _build(plan: Plan, procs: Processes, gradient_checkpointing: bool, train_kwa
 
     train.load_trainable_state(model, result.best_state)
     adapter_tmp = wdir / "adapter"
+    export_precision = _export_precision(model, ids["test"], tok.pad_token_id, tcfg.precision, procs)
     if procs.is_main:
         shutil.rmtree(adapter_tmp, ignore_errors=True)
         classifier.save_adapter(model, adapter_tmp, tok, class_names,
                                 classifier.base_model_record(tcfg.model, tcfg.revision, model_dir),
-                                {"task": dcfg.task, "max_length": tcfg.max_length, "teacher_key": tkey.full})
+                                {"task": dcfg.task, "max_length": tcfg.max_length, "teacher_key": tkey.full,
+                                 "export_precision": export_precision})
     if tcfg.quantize == "none":
         model = model.merge_and_unload()  # same outputs, no LoRA detour: faster export
     logits = {"val": result.val_logits}
@@ -294,6 +314,7 @@ def _build(plan: Plan, procs: Processes, gradient_checkpointing: bool, train_kwa
         "embedder": tcfg.embedder,
         "profile": tcfg.profile,
         "precision": tcfg.precision,
+        "export_precision": export_precision,  # what reproduces the logits from the adapter (its README shows how)
         "caps": {
             "epochs": tcfg.epochs, "max_length": tcfg.max_length, "max_train_examples": tcfg.max_train_examples,
             "max_export_examples": tcfg.max_export_examples, "fine_tune_examples": int(len(tune_idx)),
