@@ -155,3 +155,13 @@ def test_a_source_replaced_by_one_of_the_same_size_and_mtime_is_rebuilt(isolated
     os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert src.stat().st_size == st.st_size and src.stat().st_mtime_ns == st.st_mtime_ns
     assert run_cli("key", "data", "--task", "mine", "--source", str(src)).stdout.strip() != first
+
+
+def test_a_read_only_data_root_is_one_sentence_and_leaves_nothing(isolated_dirs, read_only_dir):
+    src = isolated_dirs / "mine.csv"
+    src.write_text("text,label\n" + "".join(f"{t},{i % 2}\n" for i, t in enumerate(GOOD)))
+    r = run_cli("data", "--task", "mine", "--source", str(src), env={"QDLLM_DATA_DIR": str(read_only_dir / "data")})
+    out = r.stdout + r.stderr
+    assert r.returncode == 1 and "Traceback" not in out, out
+    assert out.count("error:") == 1 and "read-only" in out and str(read_only_dir) in " ".join(out.split())
+    assert list(read_only_dir.iterdir()) == []
