@@ -23,7 +23,8 @@ TaskSel = Annotated[Optional[str], typer.Option("--task", "-t", help="Only teach
 KeySel = Annotated[Optional[str], typer.Option("--teacher-key", help="Only this teacher cache.")]
 Remote = Annotated[Optional[str], typer.Option("--remote", help="Pull a missing teacher cache from this remote.")]
 Jobs = Annotated[Optional[int], typer.Option(
-    "--jobs", "-j", min=1, help="Worker processes for the (config, seed) units (default: the cores this process may use).")]
+    "--jobs", "-j", min=1,
+    help="Worker processes for the (config, seed) units (default and maximum: the cores this process may use).")]
 
 ABLATION_LOSSES = ("ce", "kl", "js", "kl+js+ce")
 ABLATION_LAYERS = (1, 2, 4)
@@ -32,11 +33,12 @@ ABLATION_TEMPERATURES = (1.0, 2.0, 4.0)  # the authors' code used T = 2
 
 
 def _train_all(configs, task, teacher_key, remote, jobs: int | None = None) -> None:
-    from stages.student.jobs import default_jobs, train_runs
+    from stages.student.jobs import check_jobs, train_runs
     from stages.student.run import teacher_caches
 
+    jobs = check_jobs(jobs)
     pairs = [(cache, cfg) for cache in teacher_caches(task, teacher_key, remote) for cfg in configs]
-    trained, skipped = train_runs(pairs, jobs or default_jobs())
+    trained, skipped = train_runs(pairs, jobs)
     log.info("%d student run(s) trained, %d already complete", trained, skipped)
 
 
@@ -118,14 +120,16 @@ def predict(
     import numpy as np
 
     from pipeline.metrics import softmax
+    from stages.student.export import read_lines
     from stages.student.run import load_run
     from stages.student.train import predict_logits
 
     items = list(texts or [])
     if file:
         if not file.is_file():
-            raise QdllmError(f"--file {file} does not exist; give a text file with one example per line.")
-        items += [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+            raise QdllmError(f"--file {file} does not exist or is not a regular file; give a text file with one "
+                             "example per line.")
+        items += read_lines(file, "--file")
     if not items:
         raise QdllmError("Give texts to classify as arguments or with --file FILE (one per line).")
     manifest, model, weights = load_run(run)

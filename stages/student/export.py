@@ -32,7 +32,7 @@ from pipeline.errors import QdllmError
 from pipeline.publish import is_complete, publish_dir, write_json
 from stages.student.circuit import QASM_CONVENTIONS, to_qasm, to_qasm2, to_qasm3
 from stages.student.model import QuantumStudent
-from stages.student.run import SCALING, LoadedRun, load_best
+from stages.student.run import SCALING, LoadedRun, file_in_the_way, load_best, make_output_dir
 
 FORMATS = ("qasm2", "qasm3")
 EXAMPLES_DIR = "examples"
@@ -61,7 +61,8 @@ def check_request(fmt: str, out: Path, texts: Path | None, split: str | None, li
     if split is not None and split not in SPLITS:
         raise QdllmError(f"Unknown split {split!r}; use --split {', '.join(SPLITS)}.")
     if texts is not None and not Path(texts).is_file():
-        raise QdllmError(f"--texts {texts} does not exist; give a text file with one example per line.")
+        raise QdllmError(f"--texts {texts} does not exist or is not a regular file; give a text file with one "
+                         "example per line.")
     if limit is not None and (texts is None and split is None):
         raise QdllmError("--limit only applies to examples; add --texts FILE or --split NAME.")
     if limit is not None and limit < 1:
@@ -69,6 +70,23 @@ def check_request(fmt: str, out: Path, texts: Path | None, split: str | None, li
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise QdllmError(f"--out {out} already exists and is not an empty directory; choose a new directory.")
+    blocker = file_in_the_way(out.parent)
+    if blocker is not None:
+        raise QdllmError(f"--out {out} cannot be created because {blocker} is a file, not a directory; choose "
+                         "--out inside a directory.")
+
+
+def read_lines(path: Path, flag: str) -> list[str]:
+    """The non-blank lines of the UTF-8 text file given with ``flag``; one sentence for a file that is not text."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise QdllmError(f"{flag} {path} is not UTF-8 text (byte {e.start} cannot be decoded); give a plain text "
+                         "file with one example per line.") from None
+    if "\x00" in text:
+        raise QdllmError(f"{flag} {path} is a binary file (it holds NUL bytes), not text; give a plain text file "
+                         "with one example per line.")
+    return [line for line in text.splitlines() if line.strip()]
 
 
 def load_quantum_run(run: str | Path) -> LoadedRun:
@@ -107,7 +125,7 @@ def load_examples(loaded: LoadedRun, texts_file: Path | None, split: str | None,
         m = len(s) if limit is None else min(limit, len(s))
         return Examples(list(range(m)), list(s.ids[:m]), list(s.texts[:m]), [int(y) for y in s.labels[:m]],
                         s.embeddings[:m].astype(np.float64), {"split": split, "teacher_key": tkey})
-    items = [line for line in Path(texts_file).read_text(encoding="utf-8").splitlines() if line.strip()]
+    items = read_lines(texts_file, "--texts")
     if not items:
         raise QdllmError(f"--texts {texts_file} holds no text; give one example per line.")
     items = items[:limit] if limit is not None else items
@@ -143,7 +161,7 @@ def export_run(run: str | Path, fmt: str, out: Path, *, texts: Path | None = Non
                "angles": "z = scale(e) @ weight + bias; z[i] is the rx angle of qubit q[i]",
                "embedding_dim": model.dim, "embedder": loaded.manifest.embedder_name,
                "embedder_identity": loaded.manifest.embedder}
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out.parent, "--out")
     with publish_dir(out) as pub:  # an existing --out is empty (checked above): publish_dir replaces it
         circuit = to_qasm(spec, p["theta"]) if fmt == "qasm2" else to_qasm3(spec, p["theta"])
         (pub.path / "circuit.qasm").write_text(circuit, encoding="utf-8")

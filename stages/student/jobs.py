@@ -6,7 +6,8 @@ unit draws only from its own seed; BLAS runs one thread in both paths). The pare
 each pending run's key lock from before its first unit starts until it is published, so
 concurrent invocations never train the same run twice; a run another process finished
 meanwhile is skipped. Workers are spawned (no fork after MindSpore has started threads) and
-report every epoch to the parent, which draws one progress line per running unit.
+report every epoch to the parent, which draws one progress line per running unit. Workers and
+the queue's manager process die with the parent, even when it is killed (``die_with_parent``).
 """
 
 from __future__ import annotations
@@ -14,18 +15,22 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import signal
+import sys
 import threading
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from multiprocessing import get_context
+from multiprocessing.managers import SyncManager
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import StudentConfig
 from pipeline.console import progress
+from pipeline.errors import QdllmError
 from pipeline.publish import is_complete, key_lock
-from stages.student.run import describe, prepare, publish_run, run_dir, train_unit
+from stages.student.run import describe, make_output_dir, prepare, publish_run, run_dir, train_unit
 
 log = logging.getLogger(__name__)
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
@@ -40,6 +45,32 @@ def usable_cpus() -> list[int]:
 def default_jobs() -> int:
     """The cores this process may use."""
     return len(usable_cpus()) or os.cpu_count() or 1
+
+
+def check_jobs(jobs: int | None) -> int:
+    """``--jobs``, or the usable cores when not given; more workers than cores only slow every unit down
+    (each worker holds a MindSpore runtime of about 650 MB), so that is refused in one sentence."""
+    cores = default_jobs()
+    if jobs is None:
+        return cores
+    if jobs > cores:
+        raise QdllmError(f"--jobs {jobs} is more than the {cores} core(s) this process may use; give --jobs {cores} "
+                         "or fewer (or leave it out to use them all).")
+    return jobs
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(parent: int) -> None:
+    """In a child process: be killed when the parent ``parent`` dies, even by SIGKILL (Linux: the kernel sends
+    SIGKILL on the parent's death), and exit at once when it is already gone; no worker lives on adopted by init."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
 
 
 @dataclass
@@ -65,10 +96,14 @@ class _QueueBar:
         self.q.put(("update", self.unit, advance, description))
 
 
-def _pin_worker(counter, cpus: list[int]) -> None:
-    """Pool initializer: the k-th worker (and every thread it starts) runs on the k-th usable core only.
-    Unpinned, a worker's threads wander between cores and two single-threaded units side by side ran about
-    15 % slower each than alone; pinned, as fast (tests/bench/student_jobs.py, docs/student.md)."""
+def _init_worker(parent: int, counter, cpus: list[int]) -> None:
+    """Pool initializer: the worker dies with its parent, and with ``cpus`` the k-th worker (and every thread it
+    starts) runs on the k-th usable core only. Unpinned, a worker's threads wander between cores and two
+    single-threaded units side by side ran about 15 % slower each than alone; pinned, as fast
+    (tests/bench/student_jobs.py, docs/student.md)."""
+    die_with_parent(parent)
+    if not cpus:
+        return
     with counter.get_lock():
         k = counter.value
         counter.value += 1
@@ -93,6 +128,7 @@ def _lock_pending(pairs: list[tuple[Path, StudentConfig]], stack: ExitStack) -> 
             skipped += 1
             log.info("up to date: %s", final)
             continue
+        make_output_dir(final.parent, "QDLLM_CACHE_DIR")
         lock = key_lock(final)
         lock.__enter__()
         stack.callback(lock.__exit__, None, None, None)
@@ -138,14 +174,16 @@ def train_runs(pairs: list[tuple[Path, StudentConfig]], jobs: int = 1) -> tuple[
 
 def _train_in_pool(runs: list[_Run], units: list[tuple[_Run, int]], jobs: int) -> None:
     ctx = get_context("spawn")
-    manager = ctx.Manager()
+    manager = SyncManager(ctx=ctx)
+    manager.start(die_with_parent, (os.getpid(),))
     q = manager.Queue()
     cpus = usable_cpus()
-    pin = {"initializer": _pin_worker, "initargs": (ctx.Value("i", 0), cpus)} if 1 < jobs <= len(cpus) else {}
+    pinned = cpus if 1 < jobs <= len(cpus) else []
     saved = {k: os.environ.get(k) for k in ONE_THREAD}
     os.environ.update(ONE_THREAD)  # inherited by the spawned workers: one BLAS/OpenMP thread each
     try:
-        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, **pin)
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                                   initargs=(os.getpid(), ctx.Value("i", 0), pinned))
     finally:
         for k, v in saved.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)

@@ -46,6 +46,8 @@ SCHEMA = 1
 DEFAULT_SHOTS = (16, 64, 256, 1024, 8192)
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 DEFAULT_TRAJECTORIES = 1000
+MAX_SHOTS = 10**9  # far above any device's limit; NumPy's multinomial sampler takes 64-bit counts
+MAX_TRAJECTORIES = 10**6  # each is one full noisy simulation per example
 SPLIT_NAMES = ("train", "val", "test")
 CHUNK = 256  # examples per fused-simulator call
 MAX_DEVICE_QUBITS = 13  # a density matrix of K active qubits holds 4^K complex amplitudes (16·4^13 B = 1 GiB)
@@ -191,6 +193,10 @@ def make_settings(split: str = "test", shots=DEFAULT_SHOTS, noise=("none",), see
     if bad:
         raise QdllmError(f"--shots {bad[0]} is not a positive number of shots; give counts of 1 or more, "
                          "e.g. 16,64,256,1024,8192.")
+    big = [s for s in shot_list if s > MAX_SHOTS]
+    if big:
+        raise QdllmError(f"--shots {big[0]} is more than the maximum of {MAX_SHOTS} shots per example; give "
+                         f"counts from 1 to {MAX_SHOTS}.")
     seed_list = _int_list(seeds, "--seeds", "0,1,2,3,4")
     if any(s < 0 for s in seed_list):
         raise QdllmError(f"--seeds {seeds!r} holds a negative seed; give seeds of 0 or more.")
@@ -198,6 +204,9 @@ def make_settings(split: str = "test", shots=DEFAULT_SHOTS, noise=("none",), see
         raise QdllmError(f"--limit {limit} would evaluate no example; give 1 or more (or leave it out for all).")
     if int(trajectories) < 1:
         raise QdllmError(f"--trajectories {trajectories} is too few; give 1 or more (default {DEFAULT_TRAJECTORIES}).")
+    if int(trajectories) > MAX_TRAJECTORIES:
+        raise QdllmError(f"--trajectories {trajectories} is more than the maximum of {MAX_TRAJECTORIES}; give 1 to "
+                         f"{MAX_TRAJECTORIES} (default {DEFAULT_TRAJECTORIES}).")
     texts = [noise] if isinstance(noise, str) else list(noise or ["none"])
     models = [NoiseSpec()] + [m for m in (parse_noise(t) for t in texts) if not m.is_none]
     unique = tuple(dict.fromkeys(models))  # "none" first: the reference line of every evaluation
@@ -250,6 +259,9 @@ def load_student(run) -> Student:
         manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         raise QdllmError(f"{path} has an unreadable manifest.json; retrain the run.") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("config") or {}, dict):
+        raise QdllmError(f"{path / MANIFEST} is not a student run's manifest, so the run is corrupt; retrain the "
+                         "run.")
     kind = (manifest.get("config") or {}).get("model", "quantum")
     if kind != "quantum":
         raise QdllmError(f"The run {path.name} is a classical {kind} student; shots and noise apply only to quantum "
@@ -635,6 +647,8 @@ def evaluate_noise(run, split: str = "test", shots=DEFAULT_SHOTS, noise=("none",
     """Evaluate a published quantum run under finite shots and noise; returns the path of its noise.json.
 
     Every setting is checked before any work; a finished evaluation with the same key is reused."""
+    from stages.student.run import make_output_dir
+
     settings = make_settings(split, shots, noise, seeds, limit, trajectories)
     student = load_student(run)
     backends = {m.device: device_backend(m.device, student.spec.n_qubits) for m in settings.noise if m.device}
@@ -643,6 +657,7 @@ def evaluate_noise(run, split: str = "test", shots=DEFAULT_SHOTS, noise=("none",
     if is_complete(final):
         log.info("noise evaluation %s of run %s is up to date", final.name, student.key)
         return final / NOISE_FILE
+    make_output_dir(final.parent, "QDLLM_CACHE_DIR")
     with key_lock(final):
         if is_complete(final):
             return final / NOISE_FILE
@@ -719,4 +734,5 @@ def _evaluate(student: Student, settings: Settings, backends: dict) -> dict:
 
 
 def _subset(m: dict) -> dict:
-    return {k: float(m[k]) for k in ("accuracy", "precision", "recall", "f1", "agreement") if k in m}
+    return {k: float(m[k]) for k in ("accuracy", "precision", "recall", "f1", "agreement")
+            if isinstance(m.get(k), (int, float))}

@@ -167,6 +167,7 @@ def run_student(teacher_dir: Path, cfg: StudentConfig, verify_hashes: bool = Tru
     final = run_dir(teacher_dir, cfg)
     if is_complete(final):
         return final, False
+    make_output_dir(final.parent, "QDLLM_CACHE_DIR")
     with key_lock(final):
         if is_complete(final):
             return final, False
@@ -258,6 +259,24 @@ class LoadedRun:
     checkpoint: Path
 
 
+def make_output_dir(path: Path, setting: str) -> Path:
+    """Create the directory outputs are published under; one sentence when a file stands where a directory must
+    be (permission, read-only and full-disk errors are the CLI's own sentence)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = file_in_the_way(path) or path
+        raise QdllmError(f"Cannot write under {path} because {blocker} is a file, not a directory; move that file "
+                         f"away or choose another place with {setting}.") from None
+    return path
+
+
+def file_in_the_way(path: Path) -> Path | None:
+    """The existing non-directory at ``path`` or at one of its parents, if any."""
+    return next((p for p in (Path(path), *Path(path).parents) if p.exists() and not p.is_dir()), None)
+
+
 def run_path(run: str | Path) -> Path:
     """The directory of a run given as key or directory; one clear sentence when it is not a complete run."""
     path = Path(run)
@@ -268,16 +287,43 @@ def run_path(run: str | Path) -> Path:
     return path
 
 
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_seeds(path: Path, metrics) -> list[dict]:
+    """The per-seed records of a run's metrics.json, checked: a list of at least one seed, each with an integer
+    ``seed`` and its validation metrics; one sentence for an incomplete or corrupt run otherwise."""
+    seeds = metrics.get("seeds") if isinstance(metrics, dict) else None
+    retrain = f"delete {path} and train it again with `make student`"
+    if not isinstance(seeds, list) or not seeds:
+        raise QdllmError(f"{path / 'metrics.json'} lists no trained seed, so the run is incomplete or corrupt; "
+                         f"{retrain}.")
+    for s in seeds:
+        if not (isinstance(s, dict) and isinstance(s.get("seed"), int) and not isinstance(s["seed"], bool)
+                and isinstance(s.get("val"), dict) and _number(s["val"].get("accuracy", 0.0))
+                and isinstance(s.get("test", {}), dict)):
+            raise QdllmError(f"{path / 'metrics.json'} holds a malformed seed record, so the run is corrupt; "
+                             f"{retrain}.")
+    return seeds
+
+
 def load_best(run: str | Path) -> LoadedRun:
     """A published run with the weights of its best-validation seed (what ``predict`` and ``export`` use)."""
     path = run_path(run)
     try:
         manifest = RunManifest.from_dict(json.loads((path / MANIFEST).read_text(encoding="utf-8")))
         metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, AttributeError):
         raise QdllmError(f"{path} has an unreadable manifest.json or metrics.json; retrain the run.") from None
-    model = build_model(manifest.student_config, int(manifest.embedding_dim), len(manifest.class_names))
-    seed = int(metrics["seeds"][best_seed_index(metrics["seeds"])]["seed"])
+    seeds = check_seeds(path, metrics)
+    try:
+        model = build_model(manifest.student_config, int(manifest.embedding_dim), len(manifest.class_names))
+    except (QdllmError, ValueError, TypeError, AttributeError, KeyError):
+        raise QdllmError(f"{path / MANIFEST} does not describe a valid student (config, embedding_dim, "
+                         f"class_names), so the run is corrupt; delete {path} and train it again with "
+                         "`make student`.") from None
+    seed = int(seeds[best_seed_index(seeds)]["seed"])
     checkpoint = path / WEIGHTS.format(seed=seed)
     return LoadedRun(path, manifest, metrics, model, load_weights(checkpoint, model), seed, checkpoint)
 

@@ -12,6 +12,8 @@ from functools import cache
 
 import numpy as np
 
+from pipeline.config import StudentConfig
+from pipeline.errors import QdllmError
 from pipeline.metrics import agreement, classification_metrics, expected_calibration_error, softmax
 from stages.student.losses import distill_loss
 from stages.student.model import AdamParameters, FlatModel
@@ -66,26 +68,45 @@ def predict_logits(model: FlatModel, flat: np.ndarray, x: np.ndarray) -> np.ndar
     return np.concatenate(out) if out else np.zeros((0, model.num_classes))
 
 
-def evaluate(model, flat, split: Split, cfg) -> tuple[float, dict]:
-    """Loss and metrics on a split, with the agreement with the teacher and the expected calibration error."""
-    logits = predict_logits(model, flat, split.x)
-    loss, _ = distill_loss(logits, split.y, split.teacher_logits, cfg.loss, cfg.alpha, cfg.temperature)
+def evaluate(model, flat, split: Split, cfg, where: str = "in evaluation") -> tuple[float, dict]:
+    """Loss and metrics on a split, with the agreement with the teacher and the expected calibration error;
+    ``diverged`` when the logits or the loss are not finite."""
+    with np.errstate(all="ignore"):
+        logits = predict_logits(model, flat, split.x)
+        loss, _ = distill_loss(logits, split.y, split.teacher_logits, cfg.loss, cfg.alpha, cfg.temperature)
+    if len(logits) and not (np.isfinite(loss) and np.isfinite(logits).all()):  # an empty split has loss NaN
+        raise diverged(cfg, where)
     metrics = classification_metrics(split.y, logits.argmax(1), model.num_classes)
     metrics["agreement"] = agreement(logits, split.teacher_logits)
     metrics["ece"] = expected_calibration_error(softmax(logits), split.y)
     return loss, metrics
 
 
-def train_epoch(model, opt: AdamParameters, flat, data: Split, cfg, rng, on_batch=None):
-    """One pass over shuffled mini-batches; returns new weights, mean loss, accuracy."""
+def diverged(cfg, where: str) -> QdllmError:
+    """The one sentence for a training whose loss or weights stopped being finite numbers."""
+    return QdllmError(f"Training diverged: the {cfg.model} student's loss became NaN or infinite {where} "
+                      f"(--lr {cfg.lr!r}, --temperature {cfg.temperature!r}) and this run was not published; lower "
+                      f"--lr or raise --temperature (the defaults are {StudentConfig.lr!r} and "
+                      f"{StudentConfig.temperature!r}).")
+
+
+def train_epoch(model, opt: AdamParameters, flat, data: Split, cfg, rng, on_batch=None, where: str = "in training"):
+    """One pass over shuffled mini-batches; returns new weights, mean loss, accuracy. Stops at the first batch
+    whose loss, gradient or new weights are not finite (``diverged``; ``where`` says which epoch and seed)."""
     one_blas_thread()
     order = rng.permutation(len(data.y))
     losses, correct = [], 0
     for start in range(0, len(order), cfg.batch_size):
         idx = order[start:start + cfg.batch_size]
-        logits, cache = model.forward(flat, data.x[idx])
-        loss, g = distill_loss(logits, data.y[idx], data.teacher_logits[idx], cfg.loss, cfg.alpha, cfg.temperature)
-        flat = opt.step(model.backward(cache, g))
+        with np.errstate(all="ignore"):  # overflow is reported below, in one sentence, not as NumPy warnings
+            logits, cache = model.forward(flat, data.x[idx])
+            loss, g = distill_loss(logits, data.y[idx], data.teacher_logits[idx], cfg.loss, cfg.alpha,
+                                   cfg.temperature)
+            if not (np.isfinite(loss) and np.isfinite(g).all()):
+                raise diverged(cfg, where)
+            flat = opt.step(model.backward(cache, g))
+        if not np.isfinite(flat).all():
+            raise diverged(cfg, where)
         losses.append(loss * len(idx))
         correct += int((logits.argmax(1) == data.y[idx]).sum())  # unlabeled rows (-1) never count as correct
         if on_batch:
@@ -116,9 +137,10 @@ def train_seed(model: FlatModel, splits: dict[str, Split], cfg, seed: int, progr
     task = progress.add_task(f"seed {seed}", total=cfg.epochs) if progress else None
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        flat, train_loss, train_acc = train_epoch(model, opt, flat, train_rows, cfg, rng)
+        where = f"in epoch {epoch} of seed {seed}"
+        flat, train_loss, train_acc = train_epoch(model, opt, flat, train_rows, cfg, rng, where=where)
         seconds.append(time.perf_counter() - t0)
-        val_loss, val = evaluate(model, flat, splits["val"], cfg)
+        val_loss, val = evaluate(model, flat, splits["val"], cfg, where=f"on the validation split {where}")
         for k, v in (("epoch", epoch), ("train_loss", train_loss), ("val_loss", val_loss),
                      ("train_accuracy", train_acc), ("val_accuracy", val["accuracy"])):
             curves[k].append(v)
