@@ -67,13 +67,14 @@ NOT_CONTENT: tuple[str, ...] = (
 )
 
 
-def code_hash(stage: str) -> str:
-    """Digest of exactly the modules that decide ``stage``'s output (``STAGE_CODE``)."""
+def code_hash(stage: str) -> dict[str, str]:
+    """sha256 of each module that decides ``stage``'s output (``STAGE_CODE``), by path: a key records one digest
+    per file, so ``qdllm status`` can say which file changed."""
     from pipeline.paths import PROJECT_ROOT
 
     files = [PROJECT_ROOT / f for f in STAGE_CODE[stage]]
     digests = keys.hash_files(files)
-    return keys.digest({f: digests[str(PROJECT_ROOT / f)] for f in STAGE_CODE[stage]})
+    return {f: digests[str(PROJECT_ROOT / f)] for f in STAGE_CODE[stage]}
 
 
 def stego_identity() -> dict[str, Any]:

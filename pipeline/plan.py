@@ -134,14 +134,47 @@ def recorded_inputs(key: str) -> tuple[Path, dict[str, Any]]:
 
 
 def explain(key: Key, against: dict[str, Any] | None = None) -> list[str]:
-    """Lines naming every input of ``key``; with ``against``, only the inputs that differ, old → new."""
-    mine = flatten(key.inputs)
+    """Lines naming every input of ``key``; with ``against``, only the inputs that differ (``changes``)."""
     if against is None:
-        return [f"{name} = {json.dumps(value, ensure_ascii=False)}" for name, value in mine.items()]
-    theirs = flatten(against)
-    lines = []
+        return [f"{name} = {json.dumps(value, ensure_ascii=False)}" for name, value in flatten(key.inputs).items()]
+    return list(changes(key, against))
+
+
+def _short(value: Any) -> str:
+    return str(value)[:16]
+
+
+def describe(name: str, old: Any, new: Any) -> str:
+    """One line for one changed key input."""
+    absent = "<absent>"
+    at = ("." + name).find(".code.")  # the code of this stage, or of a generator behind its source
+    if at >= 0:
+        file = name[at + len("code."):]
+        return f"code {file} " + ("added" if old == absent else "removed" if new == absent else "changed")
+    if name == "code":
+        return "code changed (the last build recorded one digest for all its files, so which one is not known)"
+    if name.startswith("source.files."):  # a file of a source directory
+        file = name[len("source.files."):]
+        return f"source file {file} " + ("added" if old == absent else "removed" if new == absent else "changed")
+    if name == "data_key":
+        return f"data changed (data key {_short(old)} → {_short(new)})"
+    if name == "teacher_key":
+        return f"teacher changed (teacher key {_short(old)} → {_short(new)})"
+    return f"{name}: {json.dumps(old, ensure_ascii=False)} → {json.dumps(new, ensure_ascii=False)}"
+
+
+def changes(key: Key, recorded: dict[str, Any]) -> tuple[str, ...]:
+    """What differs between the inputs of ``key`` and those a build recorded, one line each."""
+    mine, theirs = flatten(json.loads(json.dumps(key.inputs))), flatten(recorded)  # tuples as JSON lists
+    lines: list[str] = []
     for name in sorted(set(mine) | set(theirs)):
-        a, b = theirs.get(name, "<absent>"), mine.get(name, "<absent>")
-        if a != b:
-            lines.append(f"{name}: {json.dumps(a, ensure_ascii=False)} → {json.dumps(b, ensure_ascii=False)}")
-    return lines
+        old, new = theirs.get(name, "<absent>"), mine.get(name, "<absent>")
+        if old != new:
+            section, _, field = name.partition(".")
+            if field == "sha256" and section in ("source", "transfer"):  # one file: name it
+                line = f"{section} file {mine.get(section + '.file', theirs.get(section + '.file'))} changed"
+            else:
+                line = describe(name, old, new)
+            if line not in lines:
+                lines.append(line)
+    return tuple(lines)

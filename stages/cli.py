@@ -108,6 +108,24 @@ def key_all(data, teacher, student,
         print(" ".join(f"{n.upper()}_KEY={getattr(plan, n).key.short}" for n in ("data", "teacher", "student")))
 
 
+@app.command("status")
+@with_settings(data=DataConfig, teacher=TeacherConfig, student=StudentConfig, exclude=("--task",))
+def status_cmd(data, teacher, student, task: Optional[str] = typer.Option(
+        None, "--task", "-t", help="Only this task (default: every task with a dataset or teacher cache here).")
+               ) -> None:
+    """Whether each stage's output is current under these settings and, if not, what changed since its last build."""
+    from pipeline.status import status, tasks_present
+
+    tasks = [task] if task else (tasks_present() or [data.task])
+    marks = {"current": "[green]current[/]", "changed": "[yellow]changed[/]", "new": "[yellow]not built[/]"}
+    for t in tasks:
+        for st in status(t, data, teacher, student):
+            where = st.dir if st.state != "changed" else f"{st.last} → {st.key}"
+            console.print(f"{t} {st.stage}: {marks[st.state]} ({where})", highlight=False, soft_wrap=True)
+            for line in st.changes:
+                console.print(f"  {line}", highlight=False, soft_wrap=True)
+
+
 def _add_stage_apps() -> None:
     from stages.cache_cli import app as cache_app
     from stages.data.cli import app as data_app

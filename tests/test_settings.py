@@ -167,7 +167,7 @@ def test_data_key_equals_the_directory_written(isolated_dirs):
 
 def test_teacher_key_equals_the_directory_written(isolated_dirs, tmp_path_factory):
     pytest.importorskip("transformers")
-    from test_teacher import tiny_model_dir
+    from tiny_models import tiny_model_dir
 
     model = tiny_model_dir(tmp_path_factory.mktemp("models"), "llama")
     data = ["--task", "mine", "--source", str(FIX / "reviews.csv"), "--text-column", "review",
@@ -212,7 +212,7 @@ def test_key_explain_and_against_say_which_inputs_differ(isolated_dirs):
     old = _key("student", "--teacher-key", "t1", "--qubits", "2", "--epochs", "1", "--seeds", "0")
     proc = run_cli("key", "student", "--teacher-key", "t1", "--qubits", "2", "--epochs", "2", "--seeds", "0",
                    "--explain")
-    assert "config.epochs = 2" in proc.stderr and "code = " in proc.stderr
+    assert "config.epochs = 2" in proc.stderr and "code.stages/student/losses.py = " in proc.stderr
     proc = run_cli("key", "student", "--teacher-key", "t1", "--qubits", "2", "--epochs", "2", "--seeds", "0",
                    "--against", old)
     assert proc.returncode == 0 and "1 input(s) differ" in proc.stderr and "config.epochs: 1 → 2" in proc.stderr

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import random
 
@@ -11,36 +10,9 @@ import pytest
 
 from pipeline.errors import QdllmError
 from stages.data import stego_coder as C
-
-WORDS = ("the cat sat on a mat and the dog ran to the park while birds sang in trees today news city "
-         "council votes new budget team wins final game rain again my plans are ruined so happy tired "
-         "beach back home love this weather coffee morning week end good night friends").split()
-PROMPT = "the cat sat on a mat\ncity council votes new budget\n"
-
-
-@functools.lru_cache(maxsize=None)
-def tiny_lm(seed: int = 0):
-    """A 2-layer Llama over a 400-token byte-level BPE trained here: offline, fast, and BPE-ambiguous like real ones."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    from stages.data.stego import LanguageModel
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<eos>"], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    corpus = [" ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(12)) for i in range(200)]
-    tok.train_from_iterator(corpus + [w.capitalize() + "!" for w in WORDS] + ["\n".join(WORDS[:5])], trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>")
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                      initializer_range=0.5, eos_token_id=0, bos_token_id=0, pad_token_id=0)
-    return LanguageModel(LlamaForCausalLM(cfg).float().eval(), fast)
-
+from tiny_models import STEGO_PROMPT as PROMPT  # noqa: F401
+from tiny_models import STEGO_WORDS as WORDS
+from tiny_models import tiny_lm  # noqa: F401
 
 def settings(**kw):
     from stages.data.stego import StegoSettings

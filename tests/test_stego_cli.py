@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from helpers import run_cli
-from test_stego import PROMPT, tiny_lm
+from tiny_models import STEGO_PROMPT as PROMPT
+from tiny_models import tiny_lm
 
 
 def test_cli_encode_decode_message(tmp_path):

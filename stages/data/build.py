@@ -166,6 +166,6 @@ def build(plan: Plan) -> tuple[Path, bool]:
         t_load = time.perf_counter() - t0
         splits, report = prepare(raw, cfg)
         write_dataset(final, splits, task=cfg.task, class_names=raw.class_names, key=key.short, inputs=key.inputs,
-                      extra={"key_full": key.full, "build": report, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                      extra={"key_full": key.full, "build": report, "source_path": cfg.source, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                              "timings": {"load_s": round(t_load, 3), "total_s": round(time.perf_counter() - t0, 3)}})
     return final, True
