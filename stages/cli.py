@@ -184,8 +184,8 @@ def environment_error(e: OSError) -> str | None:
     if why is None:
         return None
     where = f" {e.filename}" if e.filename else ""
-    return (f"cannot use{where}: {why}. Point the output elsewhere (QDLLM_DATA_DIR, QDLLM_CACHE_DIR or the "
-            "command's output option) or fix the permissions or space; nothing partial was kept.")
+    return (f"cannot use{where}: {why}; point the output elsewhere (QDLLM_DATA_DIR, QDLLM_CACHE_DIR or the "
+            "command's output option) or fix the permissions or space (nothing partial was kept).")
 
 
 if __name__ == "__main__":
