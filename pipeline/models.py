@@ -6,6 +6,7 @@ sha256 of a local directory's weight files, or the pinned PyPI artifact of a pac
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,23 +74,70 @@ def model_identity(name: str, revision: str = "main") -> dict[str, Any]:
     return {"hub": hub_id, "revision": revision}
 
 
-def embedder_identity(name: str) -> dict[str, Any]:
-    """Identity of the frozen embedder: packaged MiniLM or mpnet, a static distillation of one (``-static``), the
-    teacher's input embeddings, a hub id or a directory."""
+TEACHER_INPUT = "teacher-input"  # the teacher LLM's own input-embedding layer as the frozen embedder
+
+
+@dataclass(frozen=True)
+class EmbedderSpec:
+    """A frozen embedder's name, parsed once: what kind it is, its identity (for the key), its display name.
+
+    Kinds: ``packaged`` (MiniLM, mpnet from PyPI), ``static`` (``<base>-static``: ``base`` distilled into static
+    token vectors), ``teacher-input`` (the teacher LLM's input embeddings), ``local`` (a directory), ``hub``
+    (an id like org/name, or a short name). A name that is none of these fails here, when keys are computed.
+    """
+
+    name: str
+    kind: str
+    identity: dict[str, Any]
+    display: str
+    base: "EmbedderSpec | None" = None  # the encoder a static embedder was distilled from
+    location: str = ""  # the directory or hub id to load from (local, hub)
+
+    @property
+    def needs_llm(self) -> bool:
+        """Embedding a new text needs the teacher LLM (only ``teacher-input``)."""
+        return self.kind == TEACHER_INPUT
+
+
+def parse_embedder(name: str) -> EmbedderSpec:
+    """The ``EmbedderSpec`` of an ``--embedder`` value; one clear sentence for a name that is nothing known."""
     if name.endswith(STATIC_SUFFIX) and name != STATIC_SUFFIX:
-        base = name[: -len(STATIC_SUFFIX)]
-        if base == "teacher-input":
-            raise QdllmError("teacher-input has no static form; use minilm-static or mpnet-static.")
-        return {"static": embedder_identity(base), **STATIC_DISTILL, "pooling": "mean"}
+        base = parse_embedder(name[: -len(STATIC_SUFFIX)])
+        if base.needs_llm:
+            raise QdllmError(f"{TEACHER_INPUT} has no static form; use minilm-static or mpnet-static.")
+        return EmbedderSpec(name, "static", {"static": base.identity, **STATIC_DISTILL, "pooling": "mean"},
+                            f"{base.display} (static)", base=base)
     if name in PACKAGED_EMBEDDERS:
         spec = PACKAGED_EMBEDDERS[name]
         source = (ARTIFACTS[spec["artifact"]].identity() if "artifact" in spec
                   else SPLIT_ARCHIVES[spec["split_archive"]].identity())
-        return {"packaged": name, "artifact": source, "member": spec["member"], "pooling": "mean"}
-    if name == "teacher-input":
-        return {"teacher-input": True, "pooling": "mean"}
+        return EmbedderSpec(name, "packaged", {"packaged": name, "artifact": source, "member": spec["member"],
+                                               "pooling": "mean"}, name)
+    if name == TEACHER_INPUT:
+        return EmbedderSpec(name, TEACHER_INPUT, {TEACHER_INPUT: True, "pooling": "mean"}, TEACHER_INPUT)
     path = Path(name)
     if path.is_dir():
-        return {**_local_identity(path, "embedder"), "pooling": "mean"}
+        return EmbedderSpec(name, "local", {**_local_identity(path, "embedder"), "pooling": "mean"}, path.name,
+                            location=str(path))
     hub_id = MODEL_ALIASES.get(name, name)
-    return {"hub": hub_id, "revision": "main", "pooling": "mean"}
+    if "/" not in hub_id:
+        raise QdllmError(f"Unknown embedder {name!r}: use {', '.join(PACKAGED_EMBEDDERS)}, <name>{STATIC_SUFFIX}, "
+                         f"{TEACHER_INPUT}, a local directory or a hub id like org/name.")
+    return EmbedderSpec(name, "hub", {"hub": hub_id, "revision": "main", "pooling": "mean"}, hub_id, location=hub_id)
+
+
+def embedder_identity(name: str) -> dict[str, Any]:
+    """Identity of the frozen embedder named ``name`` (its ``EmbedderSpec``'s)."""
+    return parse_embedder(name).identity
+
+
+def display_name(identity: Any) -> str:
+    """A short name for a recorded model or embedder identity (``{"packaged": ...}``, ``{"hub": ...}``, ...)."""
+    if isinstance(identity, dict):
+        if identity.get("static"):
+            return f"{display_name(identity['static'])} (static)"
+        for field in ("packaged", "hub", "dir", "file", "name"):
+            if identity.get(field):
+                return str(identity[field])
+        return TEACHER_INPUT if identity.get(TEACHER_INPUT) else "?"
+    return str(identity) if identity else "?"

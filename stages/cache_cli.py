@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from pipeline.console import console
+from pipeline.models import display_name
 
 app = typer.Typer(help="Share teacher caches: push, pull, ls, verify, gc, export, import.", no_args_is_help=True)
 
@@ -28,6 +29,16 @@ def _open(remote: str, endpoint_url: str | None, region: str | None):
     return open_remote(remote, endpoint_url=endpoint_url, region=region)
 
 
+def _check_kind(kind: str) -> None:
+    from pipeline.remote import _check_kind as check
+
+    check(kind)
+
+
+def _warn_skipped(error: Exception) -> None:
+    console.print(f"[yellow]warning:[/] skipped: {error}", highlight=False, soft_wrap=True)
+
+
 @app.command("push")
 def push(remote: RemoteOpt, key: Keys = None, kind: Kind = "teacher",
          force: bool = typer.Option(False, "--force", help="Replace a remote copy whose manifest differs."),
@@ -36,6 +47,7 @@ def push(remote: RemoteOpt, key: Keys = None, kind: Kind = "teacher",
     from pipeline import remote as R
     from pipeline.errors import QdllmError
 
+    _check_kind(kind)
     r = _open(remote, endpoint_url, region)
     keys = key or R.local_keys(kind)
     if not keys:
@@ -55,6 +67,7 @@ def pull(remote: RemoteOpt, key: Keys = None, kind: Kind = "teacher",
     from pipeline import remote as R
     from pipeline.errors import QdllmError
 
+    _check_kind(kind)
     r = _open(remote, endpoint_url, region)
     R.check_reachable(r)
     keys = key or R.remote_keys(kind, r)
@@ -66,13 +79,6 @@ def pull(remote: RemoteOpt, key: Keys = None, kind: Kind = "teacher",
         console.print(f"[green]{'present' if k in have else 'pulled'}[/] {kind}/{k} → {path}")
 
 
-def _name(identity) -> str:
-    if isinstance(identity, dict):
-        for field in ("packaged", "hub", "path", "name", "dir"):
-            if identity.get(field):
-                return str(identity[field])
-        return "teacher-input" if identity.get("teacher-input") else "?"
-    return str(identity) if identity else "?"
 
 
 def _size(n: int) -> str:
@@ -96,8 +102,8 @@ def _row(key: str, m: dict, size: int | None) -> list[str]:
     metrics = m.get("teacher_metrics") if isinstance(m.get("teacher_metrics"), dict) else {}
     acc = "/".join(f"{metrics[s]['accuracy']:.3f}" if isinstance(metrics.get(s), dict)
                    and isinstance(metrics[s].get("accuracy"), (int, float)) else "-" for s in ("val", "test"))
-    return [key, str(m.get("task", "?")), _name(inputs.get("model", m.get("model"))),
-            _name(inputs.get("embedder", m.get("embedder"))), rows or "?", _size(size),
+    return [key, str(m.get("task", "?")), display_name(inputs.get("model", m.get("model"))),
+            display_name(inputs.get("embedder", m.get("embedder"))), rows or "?", _size(size),
             _created(m), acc]
 
 
@@ -132,25 +138,39 @@ def ls(remote: MaybeRemote = None, kind: Kind = "teacher", endpoint_url: Endpoin
 
     from pipeline import paths
     from pipeline import remote as R
+    from pipeline.cache import read_manifest
+    from pipeline.errors import QdllmError
 
-    R._check_kind(kind)
+    _check_kind(kind)
     out = Console()
     make = _row if kind == "teacher" else _student_row
     rows = []
     for k in R.local_keys(kind):
         d = paths.cache_dir() / kind / k
         try:
-            m = json.loads((d / "manifest.json").read_text(encoding="utf-8"))
+            if kind == "teacher":
+                m = read_manifest(d)
+            else:
+                m = json.loads((d / "manifest.json").read_text(encoding="utf-8"))
+                m = m if isinstance(m, dict) else {}
         except ValueError:
             m = {}
+        except QdllmError as e:  # a damaged cache must not hide the others
+            _warn_skipped(e)
+            continue
         rows.append(make(k, m, R.dir_size(d)))
     out.print(_table(f"local {kind} caches ({paths.cache_dir() / kind})", kind, rows))
     if remote:
         r = _open(remote, endpoint_url, region)
         R.check_reachable(r)
-        rrows = [make(k, R.remote_manifest(kind, k, r) or {},
-                      sum(R._remote_sizes(r, kind, k).values()) if kind == "student" else None)
-                 for k in R.remote_keys(kind, r)]
+        rrows = []
+        for k in R.remote_keys(kind, r):
+            try:
+                m = R.remote_manifest(kind, k, r) or {}
+            except QdllmError as e:
+                _warn_skipped(e)
+                continue
+            rrows.append(make(k, m, sum(R._remote_sizes(r, kind, k).values()) if kind == "student" else None))
         out.print(_table(f"remote {kind} caches ({r.uri})", kind, rrows))
 
 
@@ -164,6 +184,7 @@ def verify(paths: list[Path] = typer.Argument(None, help="Teacher cache director
     from pipeline.cache import read_teacher_cache
     from pipeline.errors import QdllmError
 
+    _check_kind(kind)
     if remote:
         from pipeline import remote as R
 
@@ -173,6 +194,9 @@ def verify(paths: list[Path] = typer.Argument(None, help="Teacher cache director
             n = R.verify_remote(kind, k, r)
             console.print(f"[green]ok[/] {r.uri} {kind}/{k}: all files ({_size(n)}) match their sha256")
         return
+    if kind != "teacher":
+        raise QdllmError(f"Local `qdllm cache verify` checks teacher caches; pass --remote to verify {kind} "
+                         "directories on a remote.")
     if not paths:
         from pipeline.remote import local_keys
 
@@ -205,6 +229,7 @@ def export(to: Path = typer.Option(..., "--to", help="Tar file to write (.tar, .
     from pipeline import remote as R
     from pipeline.errors import QdllmError
 
+    _check_kind(kind)
     keys = key or R.local_keys(kind)
     if not keys:
         raise QdllmError(f"No complete local {kind} caches to export.")

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import artifacts
-from pipeline.config import DEFAULT_SOURCES, DataConfig, stego_identity
+from pipeline.config import DEFAULT_SOURCES, DataConfig, parse_source, stego_identity
 from pipeline.errors import QdllmError
 from pipeline.tasks import TASKS, get_task
 
@@ -352,9 +352,8 @@ OFFLINE_ALTERNATIVES = ("the task's default corpus (--source ''), a directory in
                         "(train_pos.txt/train_neg.txt) or your own CSV/TSV/JSONL/Parquet file (--source PATH)")
 
 
-def hf_dataset(cfg: DataConfig, spec: str) -> Raw:
+def hf_dataset(cfg: DataConfig, name: str, revision: str = "") -> Raw:
     """All splits of a hub dataset pooled, then re-split by our rules (class names from its ClassLabel)."""
-    name, _, revision = spec.partition("@")
     try:
         import datasets  # optional: not a dependency of qd-llm
     except ImportError:
@@ -389,14 +388,11 @@ def hf_dataset(cfg: DataConfig, spec: str) -> Raw:
 
 def load_source(cfg: DataConfig) -> Raw:
     """The raw texts behind ``cfg.source`` ('' = the task's default corpus)."""
-    source = cfg.source or get_task(cfg.task).default_source
-    if source in DEFAULTS:
-        return DEFAULTS[source](cfg)
-    if source.startswith("hf:"):
-        return hf_dataset(cfg, source[3:])
-    path = Path(source)
-    if path.is_dir():
-        return authors_layout(cfg, path)
-    if path.is_file():
-        return table_file(cfg, path)
-    raise QdllmError(f"Data source {source!r} does not exist; give a file, a directory or a default source.")
+    spec = parse_source(cfg.task, cfg.source)
+    if spec.kind == "default":
+        return DEFAULTS[spec.name](cfg)
+    if spec.kind == "hub":
+        return hf_dataset(cfg, spec.name, spec.revision)
+    if spec.kind == "dir":
+        return authors_layout(cfg, spec.path)
+    return table_file(cfg, spec.path)

@@ -1,7 +1,8 @@
 """Frozen embeddings of every text: the quantum student's input.
 
-Default: all-MiniLM-L6-v2 (packaged), token states mean-pooled over the attention mask;
-``mpnet`` (all-mpnet-base-v2, packaged, D=768) and any hub/local encoder the same way (e.g.
+A sentence encoder (``minilm``: all-MiniLM-L6-v2, D=384, or ``mpnet``: all-mpnet-base-v2, D=768, both
+packaged; which one is the default follows the teacher profile in ``pipeline/config.py``) gives its token
+states mean-pooled over the attention mask; any hub/local encoder the same way (e.g.
 ``bert-base-uncased`` as in the paper); ``<name>-static``: that encoder distilled into static
 token vectors (model2vec), a lookup and a mean per text, no torch; or ``teacher-input``: the
 teacher LLM's own input-embedding layer, mean-pooled over non-pad tokens. Nothing here is trained.

@@ -19,7 +19,6 @@ from pipeline import keys, paths
 from pipeline.artifacts import ARTIFACTS, extract, extract_split
 from pipeline.errors import QdllmError
 from pipeline.models import (
-    MODEL_ALIASES,
     OFFLINE_DEFAULT,
     PACKAGED_EMBEDDERS,
     PACKAGED_MODELS,
@@ -27,7 +26,7 @@ from pipeline.models import (
     STATIC_SUFFIX,
     embedder_identity,
     model_identity,
-    weight_files,
+    parse_embedder,
 )
 from pipeline.publish import is_complete, key_lock, publish_dir
 
@@ -80,7 +79,8 @@ def set_offline(offline: bool = True) -> None:
         pass
 
 
-def _offline() -> bool:
+def working_offline() -> bool:
+    """Whether to use local files only: HF_HUB_OFFLINE is set or the hub is unreachable (then set for the process)."""
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         return True
     if not hub_reachable():
@@ -94,7 +94,7 @@ def _snapshot(hub_id: str, revision: str, what: str) -> str:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-    offline = _offline()
+    offline = working_offline()
     try:
         return snapshot_download(hub_id, revision=revision, allow_patterns=_HUB_FILES, local_files_only=offline)
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as e:
@@ -168,27 +168,21 @@ def resolve_model_dir(name: str, revision: str = "main") -> str:
 
 
 def resolve_embedder_dir(name: str) -> str:
-    """Local directory of a frozen sentence encoder: packaged MiniLM or mpnet, a static distillation of an encoder
-    (``<name>-static``, made once), a hub id or a local directory."""
-    if name.endswith(STATIC_SUFFIX) and name != STATIC_SUFFIX:
-        return str(static_embedder_dir(name[: -len(STATIC_SUFFIX)]))
-    if name in PACKAGED_EMBEDDERS:
-        spec = PACKAGED_EMBEDDERS[name]
-        if "split_archive" in spec:
-            return str(extract_split(spec["split_archive"], spec["member"]))
-        return str(extract(spec["artifact"], spec["member"]))
-    path = Path(name)
-    if path.is_dir():
-        if not weight_files(path):
-            raise QdllmError(f"The embedder directory {path} holds no weight files; point at a directory saved with save_pretrained.")
-        return str(path)
-    hub_id = MODEL_ALIASES.get(name, name)
-    if "/" not in hub_id:
-        raise QdllmError(
-            f"Unknown embedder {name!r}: use the offline default 'minilm', 'teacher-input', a local directory "
-            "or a hub id like org/name."
-        )
-    return _snapshot(hub_id, "main", "embedder")
+    """Local directory of a frozen sentence encoder (any ``EmbedderSpec`` kind but ``teacher-input``): packaged
+    MiniLM or mpnet, a static distillation of an encoder (made once), a local directory or a hub id."""
+    spec = parse_embedder(name)
+    if spec.kind == "static":
+        return str(static_embedder_dir(spec.base.name))
+    if spec.kind == "packaged":
+        packaged = PACKAGED_EMBEDDERS[name]
+        if "split_archive" in packaged:
+            return str(extract_split(packaged["split_archive"], packaged["member"]))
+        return str(extract(packaged["artifact"], packaged["member"]))
+    if spec.kind == "local":
+        return spec.location
+    if spec.kind == "hub":
+        return _snapshot(spec.location, "main", "embedder")
+    raise ValueError(f"{name}: the teacher LLM's input embeddings have no directory of their own")
 
 
 def static_embedder_dir(base: str) -> Path:

@@ -34,9 +34,9 @@ def load_config(name: str):
     if "/" not in hub_id:
         known = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
         raise QdllmError(f"No architecture config for {name!r}: use one of {', '.join(known)}, a local directory or a hub id.")
-    from stages.lm.models import _offline
+    from stages.lm.models import working_offline
 
-    offline = _offline()
+    offline = working_offline()
     try:
         return AutoConfig.from_pretrained(hub_id, local_files_only=offline)
     except OSError:
