@@ -61,12 +61,13 @@ def _load_memo() -> dict[str, list]:
 
 
 def _save_memo(memo: dict[str, list]) -> None:
+    from pipeline.publish import atomic_file
+
     path = _memo_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(memo))
-        os.replace(tmp, path)
+        with atomic_file(path) as tmp:
+            tmp.write_text(json.dumps(memo))
     except OSError:
         pass  # the memo is only a speed-up
 

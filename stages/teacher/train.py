@@ -269,9 +269,10 @@ def load_trainable_state(model, state: dict) -> None:
 def _save(path: Path, obj: dict) -> None:
     import torch
 
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    from pipeline.publish import atomic_file
+
+    with atomic_file(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _dropout_seed(seed: int, rank: int, epoch: int, micro: int) -> int:
