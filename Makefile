@@ -33,11 +33,13 @@ JOBS          ?=
 DATA_ROOT     ?=
 MODELS        ?=
 
+# Where the tools live: `make setup` builds .venv; an environment set up another way overrides these
+# (e.g. `make data QDLLM="python -m stages.cli" SETUP=/path/to/a/stamp`).
 PYTHON ?= python3
-VENV   := .venv
-QDLLM  := $(VENV)/bin/qdllm
-PY     := $(VENV)/bin/python
-SETUP  := $(VENV)/.setup-done
+VENV   ?= .venv
+QDLLM  ?= $(VENV)/bin/qdllm
+PY     ?= $(VENV)/bin/python
+SETUP  ?= $(VENV)/.setup-done
 SUBMAKE := $(MAKE) --no-print-directory
 
 flag = $(if $($(1)),$(2) '$($(1))')

@@ -3,17 +3,26 @@
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.skipif(not (ROOT / ".venv" / "bin" / "qdllm").exists(), reason="needs `make setup`")
 
 
 def make(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", "--no-print-directory", *args], cwd=ROOT, capture_output=True, text=True,
+    """Make with this Python's qdllm, whatever environment runs the tests (.venv or one set up another way): the
+    set-up stamp is a fresh file, so Make installs nothing."""
+    stamp = Path(env.get("QDLLM_DATA_DIR", ROOT / "data")).parent / "setup-done"
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.touch()  # newer than pyproject.toml
+    tools = [f"QDLLM={sys.executable} -m stages.cli", f"PY={sys.executable}", f"SETUP={stamp}"]
+    return subprocess.run(["make", "--no-print-directory", *tools, *args], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, **env}, timeout=300)
+
+
+def ran(stage: str, proc: subprocess.CompletedProcess) -> bool:
+    """Whether Make ran ``qdllm <stage>`` (by its echoed command line)."""
+    return f"stages.cli {stage} " in proc.stdout
 
 
 def visible(path: Path) -> list[Path]:
@@ -28,22 +37,22 @@ def test_data_target_runs_once_and_reruns_when_input_changes(tmp_path):
 
     first = make(*args, env=env)
     assert first.returncode == 0, first.stderr
-    assert "qdllm data" in first.stdout
+    assert ran("data", first)
     built = visible(tmp_path / "data" / "mine")
     assert len(built) == 1 and (built[0] / "manifest.json").is_file()
 
     again = make(*args, env=env)
-    assert again.returncode == 0 and "qdllm data" not in again.stdout  # nothing to do
+    assert again.returncode == 0 and not ran("data", again)  # nothing to do
 
     # the teacher target depends on exactly this dataset: a dry run plans only the teacher
     plan = make("-n", "_teacher", "TASK=mine", f"DATA={src}", env=env)
     assert plan.returncode == 0, plan.stderr
-    assert "qdllm teacher" in plan.stdout and "qdllm data" not in plan.stdout
+    assert ran("teacher", plan) and not ran("data", plan)
 
     with open(src / "train_pos.txt", "a") as f:
         f.write("A brand new sentence that changes the input.\n")
     changed = make(*args, env=env)
-    assert changed.returncode == 0 and "qdllm data" in changed.stdout
+    assert changed.returncode == 0 and ran("data", changed)
     assert len(visible(tmp_path / "data" / "mine")) == 2
 
 

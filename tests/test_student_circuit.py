@@ -74,5 +74,13 @@ def test_qasm_lists_every_gate():
 def test_svg(tmp_path):
     from stages.student.circuit import write_svg
 
+    import collections
+    import xml.etree.ElementTree as ET
+
     write_svg(build_circuit("paper", 3, 1), tmp_path / "c.svg")
-    assert (tmp_path / "c.svg").read_text().lstrip().startswith("<")
+    root = ET.parse(tmp_path / "c.svg").getroot()  # well-formed XML
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    labels = collections.Counter((t.text or "").strip() for t in root.iter() if t.tag.endswith("text"))
+    # 3 qubits, 1 layer: an RX encoding, one RY and one RZ per qubit, ZZ between the 2 neighbour pairs
+    assert (labels["RX"], labels["RY"], labels["RZ"], labels["Rzz"]) == (3, 3, 3, 2)
+    assert {f"q{i}:" for i in range(3)} <= set(labels)

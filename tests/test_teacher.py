@@ -45,6 +45,31 @@ def cpu_bf16(request, monkeypatch):
     return native
 
 
+@pytest.fixture
+def fine_tune(models_root):
+    """LoRA fine-tune of the tiny Llama on ``n`` generated texts, from a fresh model each call (same seeds)."""
+    from stages.lm import models
+    from stages.teacher import model as classifier
+    from stages.teacher.train import tokenize, train
+
+    d = str(tiny_model_dir(models_root, "llama"))
+
+    def run(work, *, n: int, epochs: int, grad_accum: int, checkpointing: bool = False, **kw):
+        rng = np.random.default_rng(0)
+        labels = np.arange(n) % 2
+        texts = [text(rng, y) for y in labels]
+        torch.manual_seed(7)
+        tok = models.load_tokenizer(d)
+        model = classifier.add_lora(classifier.load_classifier(d, 2, tok, seed=3, precision="fp32"), r=4, alpha=8,
+                                    dropout=0.1, seed=3, gradient_checkpointing=checkpointing)
+        assert model.base_model.model.is_gradient_checkpointing == checkpointing
+        ids = tokenize(tok, texts, 16)
+        return train(model, ids, labels, ids[:8], labels[:8], pad_id=tok.pad_token_id, lr=5e-3, weight_decay=0.0,
+                     epochs=epochs, batch_size=8, grad_accum=grad_accum, seed=0, work_dir=work, **kw)
+
+    return run
+
+
 # Tests whose --precision is left to `auto` run as on both kinds of CPU.
 BOTH_CPUS = pytest.mark.parametrize("cpu_bf16", [False, True], indirect=True, ids=["avx2-cpu", "amx-cpu"])
 
@@ -227,28 +252,11 @@ def test_bf16_on_the_cpu_is_an_autocast_recorded_in_the_key_and_close_to_fp32(mo
         np.testing.assert_allclose(a.logits, b.logits, atol=0.1)
 
 
-def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(models_root, tmp_path):
-    from stages.lm import models
-    from stages.teacher import model as classifier
-    from stages.teacher.train import CHECKPOINT, tokenize, train
-
-    d = str(tiny_model_dir(models_root, "llama"))
-    rng = np.random.default_rng(0)
-    labels = np.arange(40) % 2
-    texts = [text(rng, y) for y in labels]
-
-    def fresh():
-        tok = models.load_tokenizer(d)
-        model = classifier.add_lora(classifier.load_classifier(d, 2, tok, seed=3), r=4, alpha=8, dropout=0.1, seed=3)
-        return model, tok
+def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(fine_tune, tmp_path):
+    from stages.teacher.train import CHECKPOINT
 
     def run(work, **kw):
-        torch.manual_seed(7)
-        model, tok = fresh()
-        ids = tokenize(tok, texts, 16)
-        res = train(model, ids, labels, ids[:8], labels[:8], pad_id=tok.pad_token_id, lr=5e-3, weight_decay=0.0,
-                    epochs=2, batch_size=8, grad_accum=2, seed=0, work_dir=work, checkpoint_every_steps=1, **kw)
-        return res
+        return fine_tune(work, n=40, epochs=2, grad_accum=2, checkpoint_every_steps=1, **kw)
 
     def stop_at_4(step):
         if step == 4:
@@ -393,24 +401,9 @@ def test_accelerate_cpu_launch_without_mpi_is_recognised(monkeypatch):
     assert cli._processes_accelerate_did_not_start() == 0
 
 
-def test_gradient_checkpointing_gives_the_same_fine_tune(models_root, tmp_path):
-    from stages.lm import models
-    from stages.teacher import model as classifier
-    from stages.teacher.train import tokenize, train
-
-    d = str(tiny_model_dir(models_root, "llama"))
-    rng = np.random.default_rng(0)
-    labels = np.arange(24) % 2
-    texts = [text(rng, y) for y in labels]
-
+def test_gradient_checkpointing_gives_the_same_fine_tune(fine_tune, tmp_path):
     def run(work, checkpointing):
-        tok = models.load_tokenizer(d)
-        model = classifier.add_lora(classifier.load_classifier(d, 2, tok, seed=3, precision="fp32"), r=4, alpha=8,
-                                    dropout=0.1, seed=3, gradient_checkpointing=checkpointing)
-        assert model.base_model.model.is_gradient_checkpointing == checkpointing
-        ids = tokenize(tok, texts, 16)
-        return train(model, ids, labels, ids[:8], labels[:8], pad_id=tok.pad_token_id, lr=5e-3, weight_decay=0.0,
-                     epochs=1, batch_size=8, grad_accum=1, seed=0, work_dir=work)
+        return fine_tune(work, n=24, epochs=1, grad_accum=1, checkpointing=checkpointing)
 
     plain, checkpointed = run(tmp_path / "a", False), run(tmp_path / "b", True)
     for name, value in plain.best_state.items():  # dropout 0.1: the recomputation replays the same masks
