@@ -322,3 +322,39 @@ def read_teacher_cache(path: Path, splits: tuple[str, ...] = SPLITS, *, verify_h
         _check_arrays(name, s, num_classes, dim, where=str(fpath))
         out[name] = s
     return TeacherCache(path=path, manifest=manifest, splits=out)
+
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunManifest:
+    """manifest.json of a student run (``cache/student/<key>/``): written last by the student stage, read back by
+    ``student predict``, ``export``, ``noise`` and the report (``stages.student.run.StudentRun.open``)."""
+
+    key: str
+    inputs: dict[str, Any]
+    teacher_key: str
+    task: str
+    class_names: list[str]
+    config: dict[str, Any]  # the StudentConfig (seeds as a list), plus circuit_params (quantum) or hidden (mlp)
+    created: str
+    embedding_dim: int | None = None
+    embedder: dict[str, Any] | None = None  # the teacher cache's embedder identity
+    embedder_name: str | None = None  # its --embedder: what `predict` and `export --texts` load for new texts
+    kind: str = "student-run"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, m: Any) -> "RunManifest":
+        """The manifest of a student run; ``ValueError`` when ``m`` is not one (unknown keys are ignored)."""
+        if not isinstance(m, dict):
+            raise ValueError("a student run's manifest is a JSON object")
+        try:
+            manifest = cls(**{k: v for k, v in m.items() if k in cls.__dataclass_fields__})
+        except TypeError as e:  # a required field is missing
+            raise ValueError(str(e)) from None
+        if not (isinstance(manifest.key, str) and isinstance(manifest.teacher_key, str)
+                and isinstance(manifest.config, dict) and isinstance(manifest.class_names, list)):
+            raise ValueError("key, teacher_key, config or class_names has the wrong type")
+        return manifest

@@ -57,13 +57,14 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
                 "pipeline/metrics.py"),
     "teacher-params": ("stages/teacher/params.py", "stages/teacher/model.py"),  # LoRA counts in the report
     "report": ("stages/report/build.py", "stages/report/figures.py", "stages/report/runs.py",
-               "stages/report/tables.py", "stages/report/distill.py", "pipeline/probe.py"),
+               "stages/report/tables.py", "stages/report/distill.py", "pipeline/probe.py",
+               "stages/student/run.py", "pipeline/cache.py"),
 }
 # Modules of stage packages that decide no output: command lines, inspection, parameter counting.
 NOT_CONTENT: tuple[str, ...] = (
     "stages/data/cli.py", "stages/data/info.py", "stages/data/stego_cli.py", "stages/teacher/cli.py",
     "stages/student/cli.py", "stages/student/export.py", "stages/report/cli.py",
-    "stages/student/noise.py",
+    "stages/student/noise.py", "stages/student/noise_config.py", "stages/student/noise_sim.py",
 )
 
 

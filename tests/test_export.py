@@ -35,12 +35,14 @@ def runs(tmp_path_factory):
 
     def get(model: str = "quantum", variant: str = "paper") -> Path:
         if (model, variant) not in done:
-            from stages.student.run import run_student
+            from stages.student.run import StudentRun
 
             with pytest.MonkeyPatch.context() as mp:
                 mp.setenv("QDLLM_CACHE_DIR", str(root / "cache"))
                 cfg = StudentConfig(model=model, variant=variant, n_qubits=5, n_layers=2, epochs=1, seeds=(0, 1))
-                done[model, variant] = run_student(teacher, cfg)[0]
+                run = StudentRun.plan(teacher, cfg)
+                run.train()
+                done[model, variant] = run.path
         return done[model, variant]
 
     get.root = root
@@ -76,11 +78,11 @@ def _test_split(run: Path):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_exported_qasm_parses_strictly_and_its_statevector_gives_the_students_labels(use_runs, tmp_path, variant):
     from stages.student.export import export_run
-    from stages.student.run import load_best
+    from stages.student.run import StudentRun
     from stages.student.train import predict_logits
 
     run = use_runs("quantum", variant)
-    loaded = load_best(run)
+    loaded = StudentRun.open(run).best()
     model, flat = loaded.model, loaded.weights
     split = _test_split(run)
     assert len(split) == 20
@@ -136,7 +138,7 @@ def test_exported_qasm_parses_strictly_and_its_statevector_gives_the_students_la
 
 def test_export_uses_the_best_validation_seed_and_new_texts_in_file_order(use_runs, tmp_path, monkeypatch):
     from stages.student import export
-    from stages.student.run import load_best
+    from stages.student.run import StudentRun
 
     run = use_runs("quantum", "paper")
     metrics = json.loads((run / "metrics.json").read_text())
@@ -144,11 +146,11 @@ def test_export_uses_the_best_validation_seed_and_new_texts_in_file_order(use_ru
     texts = ["first text", "", "second one", "third"]
     (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n")
     x = np.random.default_rng(0).normal(size=(3, 10))
-    monkeypatch.setattr(export, "embed_texts", lambda loaded, items: x[:len(items)])  # no embedder in this cache
+    monkeypatch.setattr(StudentRun, "embed", lambda self, items: x[:len(items)])  # no embedder in this cache
     out = export.export_run(run, "qasm2", tmp_path / "out", texts=tmp_path / "texts.txt", limit=2)
     names = sorted(p.name for p in (out / "examples").iterdir())
     assert names == [f"00000-{text_id('first text')}.qasm", f"00001-{text_id('second one')}.qasm"]
-    assert json.loads((out / "manifest.json").read_text())["seed"] == best == load_best(run).seed
+    assert json.loads((out / "manifest.json").read_text())["seed"] == best == StudentRun.open(run).best().seed
     assert (out / "student.safetensors").read_bytes() == (run / f"weights-seed{best}.safetensors").read_bytes()
     records = [json.loads(line) for line in (out / "examples.jsonl").read_text().splitlines()]
     assert [r["text"] for r in records] == ["first text", "second one"] and records[0]["label"] is None
@@ -204,11 +206,11 @@ def test_checkpoint_reproduces_the_logits_with_plain_numpy_and_its_tensor_names(
     from safetensors.numpy import load_file
 
     from stages.student.circuit import build_circuit
-    from stages.student.run import load_best
+    from stages.student.run import StudentRun
     from stages.student.train import predict_logits
 
     run = use_runs(kind, "paper")
-    loaded = load_best(run)
+    loaded = StudentRun.open(run).best()
     path = run / f"weights-seed{loaded.seed}.safetensors"
     t = load_file(str(path))
     with safe_open(str(path), framework="np") as f:
@@ -237,19 +239,19 @@ def test_checkpoint_of_another_shape_or_an_old_npz_is_refused_in_one_sentence(us
 
     from safetensors.numpy import save_file
 
-    from stages.student.run import load_run
+    from stages.student.run import StudentRun
 
     copy = tmp_path / "run"
     shutil.copytree(use_runs("logreg", "paper"), copy)
     for seed in (0, 1):
         save_file({"w": np.zeros((3, 3)), "b": np.zeros(3)}, str(copy / f"weights-seed{seed}.safetensors"))
     with pytest.raises(QdllmError, match="holds tensors") as err:
-        load_run(copy)
+        StudentRun.open(copy).best()
     _one_sentence(str(err.value))
     for seed in (0, 1):
         (copy / f"weights-seed{seed}.safetensors").rename(copy / f"weights-seed{seed}.npz")
     with pytest.raises(QdllmError, match="older qdllm"):
-        load_run(copy)
+        StudentRun.open(copy).best()
 
 
 # ---------------------------------------------------------------- teacher caches in datasets

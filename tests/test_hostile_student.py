@@ -24,14 +24,15 @@ FAST = ["--qubits", "3", "--epochs", "1", "--seeds", "0", "--no-classical", "--n
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A teacher cache ``t1`` and one quantum run on it; tests copy it (``cache``) before changing anything."""
-    from stages.student.run import run_student
+    from stages.student.run import StudentRun
 
     root = tmp_path_factory.mktemp("hostile") / "cache"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("QDLLM_CACHE_DIR", str(root))
         tdir = write_synthetic_cache(root / "teacher" / "t1", n=40, dim=8, key="t1")
-        run, _ = run_student(tdir, StudentConfig(n_qubits=3, epochs=1, seeds=(0,)))
-    return root, run.name
+        run = StudentRun.plan(tdir, StudentConfig(n_qubits=3, epochs=1, seeds=(0,)))
+        run.train()
+    return root, run.path.name
 
 
 @pytest.fixture

@@ -17,21 +17,25 @@ from pipeline import keys
 from pipeline.config import StudentConfig
 from pipeline.errors import QdllmError
 from stages.student import noise as N
+from stages.student import noise_sim as S
 from stages.student.circuit import build_circuit
+from stages.student.noise_config import NoiseConfig, parse_noise
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from stages.student.run import run_student
+    from stages.student.run import StudentRun
 
     root = tmp_path_factory.mktemp("noise")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("QDLLM_CACHE_DIR", str(root / "cache"))
         mp.setenv("QDLLM_HASH_MEMO", str(root / "memo.json"))
         tdir = write_synthetic_cache(root / "cache" / "teacher" / "t1", n=150, dim=3, key="t1")
-        quantum, _ = run_student(tdir, StudentConfig(n_qubits=4, epochs=2, seeds=(0, 1)))
-        classical, _ = run_student(tdir, StudentConfig(model="logreg", epochs=1, seeds=(0,)))
-    return root, quantum, classical
+        runs = [StudentRun.plan(tdir, StudentConfig(n_qubits=4, epochs=2, seeds=(0, 1))),
+                StudentRun.plan(tdir, StudentConfig(model="logreg", epochs=1, seeds=(0,)))]
+        for run in runs:
+            run.train()
+    return root, runs[0].path, runs[1].path
 
 
 @pytest.fixture
@@ -58,7 +62,7 @@ def test_no_noise_and_infinite_shots_reproduce_the_runs_exact_metrics(runs, monk
 
     root, quantum, _ = runs
     before = _snapshot(quantum)
-    path = N.evaluate_noise(quantum.name, shots="1024,16", seeds="0,1")
+    path = N.evaluate_noise(quantum.name, NoiseConfig(shots=(1024, 16), seeds=(0, 1)))
     d = json.loads(path.read_text())
     metrics = json.loads((quantum / "metrics.json").read_text())
     best = metrics["seeds"][best_seed_index(metrics["seeds"])]
@@ -78,24 +82,25 @@ def test_no_noise_and_infinite_shots_reproduce_the_runs_exact_metrics(runs, monk
     assert _snapshot(quantum) == before
     # the same settings reuse the finished evaluation; other settings give another key
     monkeypatch.setattr(N, "_evaluate", lambda *a, **k: pytest.fail("recomputed a finished evaluation"))
-    assert N.evaluate_noise(quantum.name, shots="16,1024", seeds="0,1") == path
-    assert N.noise_key(N.load_student(quantum.name), N.make_settings(shots="16"))[0] != d["key"]
+    assert N.evaluate_noise(quantum.name, NoiseConfig(shots=(16, 1024), seeds=(0, 1))) == path
+    student, best = N.open_quantum_run(quantum.name)
+    assert N.noise_key(student, NoiseConfig(shots=(16,)))[0] != d["key"]
 
     # the outcome distribution is the circuit's: ⟨Z⟩ of the fused simulator, joint probabilities of MindQuantum
-    student = N.load_student(quantum.name)
     x, _ = N.load_split(student, "test", 5)
-    z, theta = student.encoding_angles(x), student.parts["theta"]
-    probs, signs = N.exact_probabilities(student.spec, z, theta)
+    spec, theta = best.model.spec, best.model.unpack(best.weights)["theta"]
+    z = N._angles(best, x)
+    probs = S.exact_probabilities(spec, z, theta)
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-12)
-    assert np.allclose(probs @ signs, FusedCircuit(student.spec).forward(z, theta, grad=False), atol=1e-12)
-    index = (((1 - signs) / 2).astype(int) << np.arange(student.spec.n_qubits)).sum(axis=1)  # fused basis → bitstring
-    circ = to_mindquantum(student.spec)
+    signs = S.standard_signs(spec.n_qubits)
+    assert np.allclose(probs @ signs, FusedCircuit(spec).forward(z, theta, grad=False), atol=1e-12)
+    circ = to_mindquantum(spec)
     for b in range(len(z)):
-        sim = Simulator("mqvector", student.spec.n_qubits)
+        sim = Simulator("mqvector", spec.n_qubits)
         sim.apply_circuit(circ, {**{param_name(k): v for k, v in enumerate(theta)},
                                  **{enc_name(i): v for i, v in enumerate(z[b])}})
         mq = np.abs(sim.get_qs()) ** 2
-        assert np.allclose(mq[index], probs[b], atol=1e-10)
+        assert np.allclose(mq, probs[b], atol=1e-10)
 
 
 # ---------------------------------------------------------------- shots
@@ -105,12 +110,12 @@ def test_no_noise_and_infinite_shots_reproduce_the_runs_exact_metrics(runs, monk
 def test_shot_estimator_is_unbiased(n, shots):
     rng = np.random.default_rng(n * 1000 + shots)
     p = rng.dirichlet(np.full(2**n, 0.3), size=6)
-    sampler = N.ShotSampler(p, N.standard_signs(n))
+    sampler = S.ShotSampler(p)
     exact = sampler.exact()
     repeats = 400
     counts = np.stack([sampler.counts(shots, np.random.default_rng([5, r])) for r in range(repeats)])
     assert (counts.sum(axis=2) == shots).all() and (counts >= 0).all()
-    est = counts @ N.standard_signs(n) / shots
+    est = counts @ S.standard_signs(n) / shots
     sd = np.sqrt((1 - exact**2) / shots)
     assert np.all(np.abs(est.mean(axis=0) - exact) <= 5 * sd / np.sqrt(repeats) + 1e-12)
     assert np.allclose(est.std(axis=0, ddof=1), sd, rtol=0.25, atol=1e-3)
@@ -152,13 +157,13 @@ def test_full_depolarizing_drives_z_to_zero_and_no_noise_is_exact():
     spec, theta, z = _angles(3, 1)
     exact = FusedCircuit(spec).forward(z, theta, grad=False)
     assert np.abs(exact).max() > 0.5
-    probs, info = N.trajectory_probabilities(spec, N.parse_noise("depolarizing:1,1"), z, theta, 400, seed=0)
-    assert np.abs(probs @ N.standard_signs(3)).max() < 0.15
+    probs, info = S.trajectory_probabilities(spec, parse_noise("depolarizing:1,1"), z, theta, 400, seed=0)
+    assert np.abs(probs @ S.standard_signs(3)).max() < 0.15
     assert info["z_stderr"]["max"] < 0.06
-    weak, _ = N.trajectory_probabilities(spec, N.parse_noise("depolarizing:0.02,0.05"), z, theta, 400, seed=0)
-    assert np.all(np.abs(weak @ N.standard_signs(3)) < np.abs(exact) + 0.05)
-    clean, info = N.trajectory_probabilities(spec, N.parse_noise("depolarizing:0,0"), z, theta, 2, seed=0)
-    assert np.allclose(clean @ N.standard_signs(3), exact, atol=1e-10) and info["z_stderr"]["max"] < 1e-12
+    weak, _ = S.trajectory_probabilities(spec, parse_noise("depolarizing:0.02,0.05"), z, theta, 400, seed=0)
+    assert np.all(np.abs(weak @ S.standard_signs(3)) < np.abs(exact) + 0.05)
+    clean, info = S.trajectory_probabilities(spec, parse_noise("depolarizing:0,0"), z, theta, 2, seed=0)
+    assert np.allclose(clean @ S.standard_signs(3), exact, atol=1e-10) and info["z_stderr"]["max"] < 1e-12
 
 
 def test_trajectories_agree_with_a_density_matrix_simulation():
@@ -169,21 +174,22 @@ def test_trajectories_agree_with_a_density_matrix_simulation():
 
     spec, theta, z = _angles(3, 1, seed=3)
     p1, p2, gamma, flip = 0.05, 0.1, 0.05, 0.05
-    model = N.parse_noise(f"depolarizing:{p1},{p2}+damping:{gamma}+readout:{flip}")
-    probs, info = N.trajectory_probabilities(spec, model, z, theta, 3000, seed=1)
-    traj = probs @ N.standard_signs(3)
+    model = parse_noise(f"depolarizing:{p1},{p2}+damping:{gamma}+readout:{flip}")
+    exact = S.exact_probabilities(spec, z, theta)
+    probs, info = N.noisy_probabilities(spec, model, z, theta, exact, NoiseConfig(trajectories=3000, seeds=(1,)), None)
+    traj = probs @ S.standard_signs(3)
 
     damp = amplitude_damping_error(gamma)
     nm = NoiseModel(basis_gates=["rx", "ry", "rz", "rzz", "cx"])
     nm.add_all_qubit_quantum_error(depolarizing_error(p1, 1).compose(damp), ["rx", "ry", "rz"])
     nm.add_all_qubit_quantum_error(depolarizing_error(p2, 2).compose(damp.tensor(damp)), ["rzz", "cx"])
-    qc, zpar = N.qiskit_circuit(spec, theta)
+    qc, zpar = S.qiskit_circuit(spec, theta)
     qc.save_probabilities()
     circuits = [qc.assign_parameters({zpar: list(map(float, angles))}) for angles in z]
     res = AerSimulator(method="density_matrix", noise_model=nm).run(circuits, shots=1).result()
     dm = np.array([res.data(k)["probabilities"] for k in range(len(z))])
     flips = [np.array([[1 - flip, flip], [flip, 1 - flip]])] * 3
-    exact = N.apply_readout(dm, flips) @ N.standard_signs(3)
+    exact = S.apply_readout(dm, flips) @ S.standard_signs(3)
     assert np.all(np.abs(traj - exact) <= 5 * info["z_stderr"]["max"] + 2e-3), (traj, exact)
 
 
@@ -192,22 +198,60 @@ def test_qiskit_circuit_and_readout_conventions():
     from qiskit_aer import AerSimulator
 
     spec, theta, z = _angles(4, 2, seed=5)
-    probs, signs = N.exact_probabilities(spec, z, theta)
-    qc, zpar = N.qiskit_circuit(spec, theta)
+    probs = S.exact_probabilities(spec, z, theta)
+    qc, zpar = S.qiskit_circuit(spec, theta)
     qc.save_probabilities()
     res = AerSimulator(method="statevector").run([qc.assign_parameters({zpar: list(map(float, a))}) for a in z]).result()
     aer = np.array([res.data(k)["probabilities"] for k in range(len(z))])
-    assert np.allclose(aer @ N.standard_signs(4), probs @ signs, atol=1e-10)
+    assert np.allclose(aer, probs, atol=1e-10)  # one basis order: qubit 0 the least significant bit
     x = np.array([[0.0, 1.0], [1.0, 0.0]])
-    swapped = N.apply_readout(aer, [x, np.eye(2), np.eye(2), np.eye(2)])  # flips qubit 0: index ^ 1
+    swapped = S.apply_readout(aer, [x, np.eye(2), np.eye(2), np.eye(2)])  # flips qubit 0: index ^ 1
     assert np.allclose(swapped, aer[:, np.arange(16) ^ 1])
-    assert np.allclose(N.apply_readout(aer, [np.eye(2)] * 4), aer)
+    assert np.allclose(S.apply_readout(aer, [np.eye(2)] * 4), aer)
+
+@pytest.mark.parametrize("text", ["readout:0.1", "depolarizing:0.02,0.05+readout:0.1"])
+def test_exact_readout_is_the_bit_flip_channel_by_trajectories(text):
+    """``readout:P`` is applied exactly to the outcome distribution; it used to be simulated as a BitFlipChannel on
+    every qubit before measurement, by trajectories. Both agree within the trajectories' standard errors."""
+    from mindquantum.core.gates import BitFlipChannel
+    from mindquantum.core.parameterresolver import ParameterResolver
+    from mindquantum.simulator import Simulator
+
+    from stages.student.circuit import enc_name, param_name
+
+    spec, theta, z = _angles(3, 1, seed=7)
+    model = parse_noise(text)
+    exact = S.exact_probabilities(spec, z, theta)
+    probs, info = N.noisy_probabilities(spec, model, z, theta, exact, NoiseConfig(trajectories=2000, seeds=(0,)), None)
+    assert ("trajectories" in info["method"]) == model.gate_noise and "readout errors applied exactly" in info["method"]
+    new_se = info["z_stderr"]["max"] if model.gate_noise else 0.0
+
+    circ = S.noisy_mindquantum(spec, model)
+    for q in range(spec.n_qubits):
+        circ += BitFlipChannel(model.readout).on(q)
+    runs, signs = 6000, S.standard_signs(spec.n_qubits)
+    for b, angles in enumerate(z):
+        sim = Simulator("mqvector", spec.n_qubits, seed=11 + b)
+        pr = ParameterResolver({**{param_name(k): float(v) for k, v in enumerate(theta)},
+                                **{enc_name(i): float(a) for i, a in enumerate(angles)}})
+        dist = np.empty((runs, 2**spec.n_qubits))
+        for t in range(runs):
+            sim.reset()
+            sim.apply_circuit(circ, pr)
+            psi = sim.get_qs()
+            dist[t] = psi.real**2 + psi.imag**2
+        zs = dist @ signs
+        old_se = zs.std(axis=0, ddof=1) / np.sqrt(runs)
+        assert np.all(np.abs(zs.mean(axis=0) - probs[b] @ signs) <= 5 * np.hypot(old_se, new_se) + 1e-9)
+        if not model.gate_noise:  # the exact distribution against the trajectories' estimate of every outcome
+            p_se = dist.std(axis=0, ddof=1) / np.sqrt(runs)
+            assert np.all(np.abs(dist.mean(axis=0) - probs[b]) <= 5 * p_se + 1e-9)
 
 
 def test_calibrated_device_model(runs):
     pytest.importorskip("qiskit_ibm_runtime")
     _, quantum, _ = runs
-    path = N.evaluate_noise(quantum.name, shots="16,256", seeds="0", noise=["device:manila"], limit=3)
+    path = N.evaluate_noise(quantum.name, NoiseConfig(shots=(16, 256), seeds=(0,), noise=["device:manila"], limit=3))
     d = json.loads(path.read_text())
     dev = d["models"]["device:manila"]
     assert dev["backend"] == "fake_manila" and len(dev["layout"]) == 4 and dev["active_qubits"] == 4
@@ -215,32 +259,37 @@ def test_calibrated_device_model(runs):
     assert dev["examples_per_second"] > 0 and {r["noise"] for r in d["shots"]} == {"none", "device:manila"}
     assert set(d["versions"]) >= {"qiskit", "qiskit-aer", "qiskit-ibm-runtime"}
     with pytest.raises(QdllmError, match="has 1 qubits but the student needs 4"):
-        N.evaluate_noise(quantum.name, noise=["device:armonk"])
+        N.evaluate_noise(quantum.name, NoiseConfig(noise=["device:armonk"]))
     with pytest.raises(QdllmError, match="No fake backend 'atlantis'"):
-        N.evaluate_noise(quantum.name, noise=["device:atlantis"])
+        N.evaluate_noise(quantum.name, NoiseConfig(noise=["device:atlantis"]))
 
 
 # ---------------------------------------------------------------- settings and errors
 
 
 def test_noise_grammar():
-    assert N.parse_noise("none").is_none
-    m = N.parse_noise(" Depolarizing:0.001,0.01 + readout:0.02+damping:1e-3")
+    from pipeline.settings import specs
+
+    assert parse_noise("none").is_none
+    m = parse_noise(" Depolarizing:0.001,0.01 + readout:0.02+damping:1e-3")
     assert m.text == "depolarizing:0.001,0.01+damping:0.001+readout:0.02"
-    assert N.parse_noise("device:Sherbrooke").device == "sherbrooke"
-    s = N.make_settings(noise=["none", "readout:0.1", "readout:0.1"], shots="64,16")
-    assert [x.text for x in s.noise] == ["none", "readout:0.1"] and s.shots == (16, 64)
+    assert parse_noise("device:Sherbrooke").device == "sherbrooke"
+    s = NoiseConfig(noise=["none", "readout:0.1", "readout:0.1"], shots=(64, 16))
+    assert s.noise == ("none", "readout:0.1") and s.shots == (16, 64)
     for bad, match in (("gaussian:0.1", "Unknown noise model"), ("depolarizing:0.1", "two probabilities"),
                        ("readout:1.5", "outside"), ("damping:-0.1", "outside"), ("readout:x", "not a number"),
                        ("readout:0.1+readout:0.2", "twice"), ("none+readout:0.1", "none alone"),
                        ("device:sherbrooke+readout:0.1", "complete calibrated"), ("", "empty")):
         with pytest.raises(QdllmError, match=match):
-            N.parse_noise(bad)
-    for kw, match in ((dict(shots="16,-4"), "not a positive"), (dict(shots="a"), "integers"),
-                      (dict(seeds=""), "empty"), (dict(seeds="1,1"), "repeats"), (dict(limit=0), "no example"),
-                      (dict(split="dev"), "not a split"), (dict(trajectories=0), "too few")):
+            parse_noise(bad)
+    with pytest.raises(QdllmError, match="integers"):  # the text of --shots, parsed as declared
+        specs(NoiseConfig)["shots"].parse("a")
+    for kw, match in ((dict(shots=(16, -4)), "not a positive"), (dict(seeds=()), "empty"),
+                      (dict(seeds=(1, 1)), "repeats"), (dict(limit=0), "no example"),
+                      (dict(split="dev"), "not a split"), (dict(trajectories=0), "too few"),
+                      (dict(noise=["thermal:0.1"]), "Unknown noise model")):
         with pytest.raises(QdllmError, match=match):
-            N.make_settings(**kw)
+            NoiseConfig(**kw)
 
 
 def test_bad_input_is_one_sentence_and_exit_2(runs):

@@ -140,17 +140,17 @@ def test_cli_trains_publishes_and_skips(isolated_dirs):
 
 def test_quantum_student_learns(isolated_dirs):
     """On separable synthetic data the quantum student beats the majority baseline by a wide margin."""
-    from stages.student.run import run_student
+    from stages.student.run import StudentRun
 
     write_synthetic_cache(isolated_dirs / "cache" / "teacher" / "t2", n=300, dim=16)
-    path, trained = run_student(isolated_dirs / "cache" / "teacher" / "t2",
-                                StudentConfig(n_qubits=6, epochs=4, seeds=(0,)))
-    metrics = json.loads((path / "metrics.json").read_text())
+    run = StudentRun.plan(isolated_dirs / "cache" / "teacher" / "t2", StudentConfig(n_qubits=6, epochs=4, seeds=(0,)))
+    trained = run.train()
+    metrics = json.loads((run.path / "metrics.json").read_text())
     assert trained and metrics["summary"]["test"]["accuracy"]["mean"] >= 0.85
 
 
 def test_errors(isolated_dirs):
-    from stages.student.run import load_run, teacher_caches
+    from stages.student.run import StudentRun, teacher_caches
 
     with pytest.raises(QdllmError, match="make teacher"):
         teacher_caches(teacher_key="nope")
@@ -162,7 +162,7 @@ def test_errors(isolated_dirs):
     run = next(p for p in (isolated_dirs / "cache" / "student").iterdir() if not p.name.startswith("."))
     (run / "weights-seed0.safetensors").write_bytes(b"garbage")
     with pytest.raises(QdllmError, match="corrupt"):
-        load_run(run)
+        StudentRun.open(run).best()
 
 
 def test_mismatched_cache_is_refused(isolated_dirs):

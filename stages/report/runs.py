@@ -16,12 +16,13 @@ from typing import Any
 
 from pipeline import paths
 from pipeline.config import StudentConfig
+from pipeline.errors import QdllmError
 from pipeline.keys import sha256_file
 from pipeline.publish import MANIFEST
+from stages.student.run import METRICS, StudentRun
 
 log = logging.getLogger(__name__)
 
-METRICS = "metrics.json"
 PRF = ("accuracy", "precision", "recall", "f1")
 # Config fields that tell apart runs of one model on one teacher (seeds only change how many repeats).
 QUANTUM_FIELDS = ("variant", "n_qubits", "n_layers", "input_scaling", "loss", "alpha", "temperature", "lr",
@@ -180,12 +181,15 @@ def load_runs(root: Path | None = None) -> tuple[list[Run], list[str]]:
     for d in sorted(root.iterdir()):
         if d.name.startswith(".") or not d.is_dir() or not (d / MANIFEST).is_file():
             continue
-        manifest, metrics = _read_json(d / MANIFEST), _read_json(d / METRICS)
-        if manifest is None or metrics is None or not metrics.get("seeds") or not metrics.get("summary"):
+        try:
+            run = StudentRun.open(d)
+        except QdllmError:
+            run = None
+        if run is None or not run.metrics.get("seeds") or not run.metrics.get("summary"):
             skipped.append(f"{d.name}: manifest.json or metrics.json is missing, unreadable or has no seeds")
             log.warning("skipping student run %s: its manifest or metrics are unreadable", d)
             continue
-        runs.append(Run(key=d.name, path=d, manifest=manifest, metrics=metrics))
+        runs.append(Run(key=d.name, path=d, manifest=run.manifest.to_dict(), metrics=run.metrics))
     runs.sort(key=lambda r: (r.task, r.teacher_key, *r.sort_key()))
     return runs, skipped
 

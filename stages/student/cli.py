@@ -14,6 +14,7 @@ import typer
 from pipeline.config import StudentConfig
 from pipeline.errors import QdllmError
 from pipeline.settings import reject_options_before_subcommand, with_settings
+from stages.student.noise_config import NoiseConfig
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +35,11 @@ ABLATION_TEMPERATURES = (1.0, 2.0, 4.0)  # the authors' code used T = 2
 
 def _train_all(configs, task, teacher_key, remote, jobs: int | None = None) -> None:
     from stages.student.jobs import check_jobs, train_runs
-    from stages.student.run import teacher_caches
+    from stages.student.run import StudentRun, teacher_caches
 
     jobs = check_jobs(jobs)
-    pairs = [(cache, cfg) for cache in teacher_caches(task, teacher_key, remote) for cfg in configs]
-    trained, skipped = train_runs(pairs, jobs)
+    runs = [StudentRun.plan(cache, cfg) for cache in teacher_caches(task, teacher_key, remote) for cfg in configs]
+    trained, skipped = train_runs(runs, jobs)
     log.info("%d student run(s) trained, %d already complete", trained, skipped)
 
 
@@ -81,7 +82,7 @@ def ablations(student, ctx: typer.Context = None, task: TaskSel = None, teacher_
               jobs: Jobs = None, full_grid: bool = typer.Option(
                   False, "--full-grid", help="All 4×3×3×3 combinations instead of one factor at a time.")) -> None:
     """Loss {ce, kl, js, kl+js+ce} × layers {1, 2, 4} × qubits {4, 8, 11} × temperature {1, 2, 4}, one factor
-    varied at a time around the given settings (default n=11, L=2, kl+js+ce, T=1): 4 + 2 + 2 + 2 = 10 quantum runs
+    varied at a time around the given settings (by default the declared ones): 4 + 2 + 2 + 2 = 10 quantum runs
     per cache; ``--full-grid`` trains all 108. Each loss and temperature is also trained with the logreg and MLP
     baselines, so the tables compare like with like."""
     import itertools
@@ -117,11 +118,9 @@ def predict(
     """Classify new texts with a trained student: loads the frozen embedder and the student, never the LLM."""
     import json
 
-    import numpy as np
-
     from pipeline.metrics import softmax
     from stages.student.export import read_lines
-    from stages.student.run import load_run
+    from stages.student.run import StudentRun
     from stages.student.train import predict_logits
 
     items = list(texts or [])
@@ -132,20 +131,10 @@ def predict(
         items += read_lines(file, "--file")
     if not items:
         raise QdllmError("Give texts to classify as arguments or with --file FILE (one per line).")
-    manifest, model, weights = load_run(run)
-    name = manifest.embedder_name
-    if not name or name == "teacher-input":
-        raise QdllmError("This run's embeddings come from the teacher LLM's input layer, so predicting new texts "
-                         "would need the LLM; train from a cache made with a separate embedder (e.g. --embedder minilm).")
-    from stages.lm.embed import embed_texts  # a transformer embedder loads torch here; a static one does not
-
-    emb = embed_texts(name, items)
-    if emb.shape[1] != model.dim:
-        raise QdllmError(f"The embedder {name!r} gives dim {emb.shape[1]} but the student expects {model.dim}; "
-                         "the run and its embedder do not match.")
-    logits = predict_logits(model, weights, emb.astype(np.float64))
-    probs = softmax(logits)
-    names = manifest.class_names
+    student = StudentRun.open(run)
+    best = student.best()
+    probs = softmax(predict_logits(best.model, best.weights, student.embed(items)))
+    names = student.manifest.class_names
     for text, p in zip(items, probs):
         print(json.dumps({"text": text, "label": names[int(p.argmax())],
                           "probs": {n: round(float(v), 4) for n, v in zip(names, p)}}, ensure_ascii=False))
@@ -172,22 +161,11 @@ def export(
 
 
 @app.command("noise")
-def noise(
-    run: str = typer.Option(..., "--run", help="Student run key (or directory) of a quantum student."),
-    split: str = typer.Option("test", "--split", help="Split of the run's teacher cache: train | val | test."),
-    shots: str = typer.Option("16,64,256,1024,8192", "--shots", help="Comma-separated shot counts per example."),
-    noise_models: Annotated[Optional[list[str]], typer.Option(
-        "--noise", help="none (default) | depolarizing:P1,P2 | damping:GAMMA | readout:P | device:NAME, terms joined "
-                        "with +; repeat --noise for several models (none is always evaluated too).")] = None,
-    seeds: str = typer.Option("0,1,2,3,4", "--seeds", help="Sampling repeats, one seed each (mean ± std over them)."),
-    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N examples of the split.")] = None,
-    trajectories: int = typer.Option(1000, "--trajectories",
-                                     help="MindQuantum trajectories per example for depolarizing/damping/readout."),
-) -> None:
+@with_settings(evaluation=NoiseConfig)
+def noise(evaluation, run: str = typer.Option(..., "--run", help="Student run key (or directory) of a quantum student.")
+          ) -> None:
     """Accuracy of a trained quantum student under finite shots and gate/readout noise, without retraining;
     writes cache/noise/<key>/noise.json and prints its path."""
     from stages.student.noise import evaluate_noise
 
-    path = evaluate_noise(run, split=split, shots=shots, noise=noise_models or ["none"], seeds=seeds, limit=limit,
-                          trajectories=trajectories)
-    print(path)
+    print(evaluate_noise(run, evaluation))

@@ -26,13 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import paths
-from pipeline.cache import SPLITS, read_teacher_cache, text_id
+from pipeline.cache import SPLITS, text_id
 from pipeline.errors import QdllmError
-from pipeline.publish import is_complete, publish_dir, write_json
+from pipeline.publish import publish_dir, write_json
 from stages.student.circuit import QASM_CONVENTIONS, to_qasm, to_qasm2, to_qasm3
 from stages.student.model import QuantumStudent
-from stages.student.run import SCALING, LoadedRun, file_in_the_way, load_best, make_output_dir
+from stages.student.run import SCALING, Checkpoint, StudentRun, file_in_the_way, make_output_dir
 
 FORMATS = ("qasm2", "qasm3")
 EXAMPLES_DIR = "examples"
@@ -89,48 +88,28 @@ def read_lines(path: Path, flag: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
-def load_quantum_run(run: str | Path) -> LoadedRun:
-    loaded = load_best(run)
-    if not isinstance(loaded.model, QuantumStudent):
-        kind = loaded.manifest.config.get("model", "classical")
-        raise QdllmError(f"The run {loaded.path.name} is a classical ({kind}) student, which has no circuit to export; "
-                         "export a quantum run (trained with --student-model quantum).")
-    return loaded
+def open_quantum_run(run: str | Path) -> tuple[StudentRun, Checkpoint]:
+    """A published run and its best-validation checkpoint; one sentence when the run is classical."""
+    student = StudentRun.open(run)
+    best = student.best()
+    if not isinstance(best.model, QuantumStudent):
+        raise QdllmError(f"The run {student.path.name} is a classical ({student.kind}) student, which has no circuit "
+                         "to export; export a quantum run (trained with --student-model quantum).")
+    return student, best
 
 
-def embed_texts(loaded: LoadedRun, texts: list[str]) -> np.ndarray:
-    """Embeddings of new texts with the run's frozen embedder (torch/transformers load only here)."""
-    name = loaded.manifest.embedder_name
-    if not name or name == "teacher-input":
-        raise QdllmError("This run's embeddings come from the teacher LLM's input layer, so embedding new texts "
-                         "would need the LLM; use --split NAME, or a run trained on a cache made with a separate "
-                         "embedder (e.g. --embedder minilm).")
-    from stages.lm.embed import embed_texts as embed  # a transformer loads torch here; a static embedder does not
-
-    emb = embed(name, texts)
-    if emb.shape[1] != loaded.model.dim:
-        raise QdllmError(f"The embedder {name!r} gives dim {emb.shape[1]} but the student expects {loaded.model.dim}; "
-                         "the run and its embedder do not match.")
-    return np.asarray(emb, dtype=np.float64)
-
-
-def load_examples(loaded: LoadedRun, texts_file: Path | None, split: str | None, limit: int | None) -> Examples:
+def load_examples(run: StudentRun, texts_file: Path | None, split: str | None, limit: int | None) -> Examples:
     if split is not None:
-        tkey = loaded.manifest.teacher_key
-        tdir = paths.teacher_dir(tkey)
-        if not is_complete(tdir):
-            raise QdllmError(f"The teacher cache {tkey} this run was trained on is not under {tdir.parent}; pull it "
-                             "with `make pull REMOTE=...` or export new texts with --texts FILE.")
-        s = read_teacher_cache(tdir, splits=(split,)).splits[split]
+        s = run.teacher_split(split)
         m = len(s) if limit is None else min(limit, len(s))
         return Examples(list(range(m)), list(s.ids[:m]), list(s.texts[:m]), [int(y) for y in s.labels[:m]],
-                        s.embeddings[:m].astype(np.float64), {"split": split, "teacher_key": tkey})
+                        s.embeddings[:m].astype(np.float64), {"split": split, "teacher_key": run.manifest.teacher_key})
     items = read_lines(texts_file, "--texts")
     if not items:
         raise QdllmError(f"--texts {texts_file} holds no text; give one example per line.")
     items = items[:limit] if limit is not None else items
     return Examples(list(range(len(items))), [text_id(t) for t in items], items, [None] * len(items),
-                    embed_texts(loaded, items), {"texts": Path(texts_file).name})
+                    run.embed(items), {"texts": Path(texts_file).name})
 
 
 def example_file(row: int, example_id: str) -> str:
@@ -141,16 +120,12 @@ def example_file(row: int, example_id: str) -> str:
 def export_run(run: str | Path, fmt: str, out: Path, *, texts: Path | None = None, split: str | None = None,
                limit: int | None = None) -> Path:
     """Write the export of ``run`` to ``out`` (which must not exist, or be empty); returns ``out``."""
-    from stages.student.fused import FusedCircuit
-    from stages.student.train import predict_logits
-
     out = Path(out)
     check_request(fmt, out, texts, split, limit)
-    loaded = load_quantum_run(run)
-    model, flat = loaded.model, loaded.weights
-    spec, p = model.spec, model.unpack(flat)
-    names = list(loaded.manifest.class_names)
-    examples = load_examples(loaded, texts, split, limit) if (texts is not None or split is not None) else None
+    student, best = open_quantum_run(run)
+    model, p = best.model, best.model.unpack(best.weights)
+    spec, names = model.spec, list(student.manifest.class_names)
+    examples = load_examples(student, texts, split, limit) if (texts is not None or split is not None) else None
 
     head = {"class_names": names, "n_qubits": spec.n_qubits, "weight": p["head_w"].tolist(),
             "bias": p["head_b"].tolist(),
@@ -158,41 +133,25 @@ def export_run(run: str | Path, fmt: str, out: Path, *, texts: Path | None = Non
             "readout": READOUT}
     encoder = {"input_scaling": model.input_scaling, "scale": SCALING[model.input_scaling],
                "weight": p["enc_w"].tolist(), "bias": p["enc_b"].tolist(),
-               "angles": "z = scale(e) @ weight + bias; z[i] is the rx angle of qubit q[i]",
-               "embedding_dim": model.dim, "embedder": loaded.manifest.embedder_name,
-               "embedder_identity": loaded.manifest.embedder}
+               "angle_scale": p["enc_scale"].tolist() if "enc_scale" in p else None,
+               "angles": "z = (scale(e) @ weight + bias) * angle_scale (when given); z[i] is the rx angle of "
+                         "qubit q[i]",
+               "embedding_dim": model.dim, "embedder": student.manifest.embedder_name,
+               "embedder_identity": student.manifest.embedder}
     make_output_dir(out.parent, "--out")
     with publish_dir(out) as pub:  # an existing --out is empty (checked above): publish_dir replaces it
         circuit = to_qasm(spec, p["theta"]) if fmt == "qasm2" else to_qasm3(spec, p["theta"])
         (pub.path / "circuit.qasm").write_text(circuit, encoding="utf-8")
         write_json(pub.path / "head.json", head)
         write_json(pub.path / "encoder.json", encoder)
-        shutil.copyfile(loaded.checkpoint, pub.path / "student.safetensors")
+        shutil.copyfile(best.path, pub.path / "student.safetensors")
         files = ["circuit.qasm", "head.json", "encoder.json", "student.safetensors"]
         if examples is not None:
-            z = model.prepare(examples.x) @ p["enc_w"] + p["enc_b"]
-            exact = FusedCircuit(spec).forward(z, p["theta"], grad=False)  # complex128: the reference <Z_i>
-            logits = predict_logits(model, flat, examples.x)  # what `qdllm student predict` gives
-            (pub.path / EXAMPLES_DIR).mkdir()
-            lines = []
-            for k, row in enumerate(examples.rows):
-                name = example_file(row, examples.ids[k])
-                where = f"row {row} of " + (f"split {split}" if split else f"--texts {Path(texts).name}")
-                comment = f"example {where}, id {examples.ids[k]}: encoding angles z_i = (W e + b)_i bound first."
-                text = (to_qasm2(spec, p["theta"], z[k], comment) if fmt == "qasm2"
-                        else to_qasm3(spec, p["theta"], z[k], comment))
-                (pub.path / EXAMPLES_DIR / name).write_text(text, encoding="utf-8")
-                label = examples.labels[k]
-                lines.append(json.dumps({
-                    "row": row, "id": examples.ids[k], "file": f"{EXAMPLES_DIR}/{name}", "text": examples.texts[k],
-                    "label": None if label is None else names[label], "z": z[k].tolist(),
-                    "expectations": exact[k].tolist(), "logits": logits[k].tolist(),
-                    "predicted": names[int(logits[k].argmax())]}, ensure_ascii=False))
-            (pub.path / "examples.jsonl").write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+            write_examples(pub.path, fmt, best, names, examples)
             files += ["examples.jsonl", f"{EXAMPLES_DIR}/"]
         pub.manifest = {
-            "kind": "student-export", "format": fmt, "run": loaded.path.name, "run_key": loaded.manifest.key,
-            "seed": loaded.seed, "task": loaded.manifest.task, "class_names": names,
+            "kind": "student-export", "format": fmt, "run": student.path.name, "run_key": student.manifest.key,
+            "seed": best.seed, "task": student.manifest.task, "class_names": names,
             "variant": spec.variant, "n_qubits": spec.n_qubits, "n_layers": spec.n_layers,
             "circuit_params": spec.n_params, "source": examples.source if examples else None,
             "examples": len(examples.rows) if examples else 0, "files": files,
@@ -200,3 +159,33 @@ def export_run(run: str | Path, fmt: str, out: Path, *, texts: Path | None = Non
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
     return out
+
+
+def write_examples(out: Path, fmt: str, best: Checkpoint, names: list[str], examples: Examples) -> None:
+    """One bound circuit per example under ``examples/`` and ``examples.jsonl`` saying what each file is."""
+    from stages.student.fused import FusedCircuit
+    from stages.student.train import predict_logits
+
+    model, flat = best.model, best.weights
+    p = model.unpack(flat)
+    z = model.prepare(examples.x) @ p["enc_w"] + p["enc_b"]
+    theta = p["theta"]
+    exact = FusedCircuit(model.spec).forward(z, theta, grad=False)  # complex128: the reference <Z_i>
+    logits = predict_logits(model, flat, examples.x)  # what `qdllm student predict` gives
+    where = (f"split {examples.source['split']}" if "split" in examples.source
+             else f"--texts {examples.source['texts']}")
+    (out / EXAMPLES_DIR).mkdir()
+    lines = []
+    for k, row in enumerate(examples.rows):
+        name = example_file(row, examples.ids[k])
+        comment = f"example row {row} of {where}, id {examples.ids[k]}: encoding angles z_i = (W e + b)_i bound first."
+        text = (to_qasm2(model.spec, theta, z[k], comment) if fmt == "qasm2"
+                else to_qasm3(model.spec, theta, z[k], comment))
+        (out / EXAMPLES_DIR / name).write_text(text, encoding="utf-8")
+        label = examples.labels[k]
+        lines.append(json.dumps({
+            "row": row, "id": examples.ids[k], "file": f"{EXAMPLES_DIR}/{name}", "text": examples.texts[k],
+            "label": None if label is None else names[label], "z": z[k].tolist(),
+            "expectations": exact[k].tolist(), "logits": logits[k].tolist(),
+            "predicted": names[int(logits[k].argmax())]}, ensure_ascii=False))
+    (out / "examples.jsonl").write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")

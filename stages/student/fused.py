@@ -124,6 +124,7 @@ class FusedCircuit:
             b = self.blocks.pop()
             if b.kind == "perm":
                 read_idx = b.perm[read_idx]  # psi_final[x] = psi[b.perm[...read_idx[x]]]
+        self.basis = read_idx  # basis state x (qubit 0 the least significant bit) sits at position basis[x]
         inv = np.argsort(read_idx)
         self.readout = np.ascontiguousarray(self.z_signs[inv])
         self.readout2 = np.repeat(self.readout, 2, axis=0).astype(self.real)  # for the interleaved re/im view
@@ -320,6 +321,13 @@ class FusedCircuit:
         if not grad:
             return e
         return e, (vs, mats, theta, ws)
+
+    def probabilities(self, z: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """Outcome probabilities of every computational basis state, (B, 2^n) float64; qubit 0 is the least
+        significant bit of a state's index (MindQuantum's and Qiskit's order), so ``probs @ z_signs`` is ⟨Z⟩."""
+        self.forward(z, theta, grad=False)
+        probs = self._workspace(len(z), False)["probs"]  # |Re ψ|², |Im ψ|² interleaved, left by forward()
+        return probs.reshape(len(z), self.dim, 2).sum(axis=2, dtype=np.float64)[:, self.basis]
 
     def backward(self, tape, grad_e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Gradients of Σ grad_e·⟨Z⟩ with respect to the encoding angles (B, n) and θ (P,)."""

@@ -1,9 +1,10 @@
-"""Many student runs at once: every (config, seed) unit in a process pool, each worker single-threaded.
+"""Many student runs at once: the scheduler of their units, every (run, seed) in a process pool, each worker
+single-threaded. What a run is, trains and publishes is ``StudentRun``'s; this module only decides where and when.
 
 A run is published as soon as all of its seeds are back, from the same ``SeedResult`` s in
 the same order as ``--jobs 1`` would produce, so results are identical bit for bit (each
-unit draws only from its own seed; BLAS runs one thread in both paths). The parent holds
-each pending run's key lock from before its first unit starts until it is published, so
+unit draws only from its own seed; BLAS runs one thread in both paths). The parent claims
+each pending run (its key lock) from before its first unit starts until it is published, so
 concurrent invocations never train the same run twice; a run another process finished
 meanwhile is skipped. Workers are spawned (no fork after MindSpore has started threads) and
 report every epoch to the parent, which draws one progress line per running unit. Workers and
@@ -20,17 +21,14 @@ import sys
 import threading
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from multiprocessing import get_context
 from multiprocessing.managers import SyncManager
 from pathlib import Path
-from typing import Any
 
 from pipeline.config import StudentConfig
 from pipeline.console import progress
 from pipeline.errors import QdllmError
-from pipeline.publish import is_complete, key_lock
-from stages.student.run import describe, make_output_dir, prepare, publish_run, run_dir, train_unit
+from stages.student.run import StudentRun
 
 log = logging.getLogger(__name__)
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
@@ -73,15 +71,6 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-@dataclass
-class _Run:
-    teacher_dir: Path
-    cfg: StudentConfig
-    final: Path
-    lock: Any
-    results: dict[int, Any] = field(default_factory=dict)
-
-
 class _QueueBar:
     """The two calls ``train_seed`` makes on a rich Progress, forwarded to the parent through a queue."""
 
@@ -111,68 +100,49 @@ def _init_worker(parent: int, counter, cpus: list[int]) -> None:
 
 
 def _worker_unit(teacher_dir: Path, cfg: StudentConfig, seed: int, unit: int, q):
-    result = train_unit(teacher_dir, cfg, seed, _QueueBar(q, unit), verify_hashes=False)  # the parent verified
+    run = StudentRun.plan(teacher_dir, cfg)
+    result = run.train_unit(seed, _QueueBar(q, unit), verify_hashes=False)  # the parent checked the hashes
     q.put(("done", unit, None, None))
     return result
 
 
-def _lock_pending(pairs: list[tuple[Path, StudentConfig]], stack: ExitStack) -> tuple[list[_Run], int]:
-    """Runs still to train, each locked and checked against its cache; how many were complete already."""
-    runs, skipped, seen = [], 0, set()
-    for teacher_dir, cfg in sorted(pairs, key=lambda p: str(run_dir(*p))):  # one lock order for every invocation
-        final = run_dir(teacher_dir, cfg)
-        if final in seen:
+def _claim(runs: list[StudentRun], stack: ExitStack) -> tuple[list[StudentRun], int]:
+    """The runs still to train, each claimed until published (or until ``stack`` closes), in one order for every
+    invocation; and how many were complete already."""
+    pending, skipped, seen = [], 0, set()
+    for run in sorted(runs, key=lambda r: str(r.path)):
+        if run.path in seen:
             continue
-        seen.add(final)
-        if is_complete(final):
+        seen.add(run.path)
+        if run.claim():
+            stack.callback(run.release)
+            pending.append(run)
+        else:
             skipped += 1
-            log.info("up to date: %s", final)
-            continue
-        make_output_dir(final.parent, "QDLLM_CACHE_DIR")
-        lock = key_lock(final)
-        lock.__enter__()
-        stack.callback(lock.__exit__, None, None, None)
-        if is_complete(final):
-            skipped += 1
-            continue
-        prepare(teacher_dir, cfg)  # a mismatched or broken cache fails here, before any training (hashes checked
-        # here once per run; the units and the publication read the same files without hashing them again)
-        runs.append(_Run(teacher_dir, cfg, final, lock))
-    return runs, skipped
+    return pending, skipped
 
 
-def _publish(run: _Run) -> None:
-    publish_run(run.teacher_dir, run.cfg, [run.results[s] for s in run.cfg.seeds], verify_hashes=False)
-    run.lock.__exit__(None, None, None)
-    run.lock = None
-
-
-def train_runs(pairs: list[tuple[Path, StudentConfig]], jobs: int = 1) -> tuple[int, int]:
-    """Train every (teacher cache, config) run not yet complete; returns (trained now, already complete)."""
+def train_runs(runs: list[StudentRun], jobs: int = 1) -> tuple[int, int]:
+    """Train every run not yet complete; returns (trained now, already complete)."""
     from pipeline.blas import warn_if_generic
 
     warn_if_generic()
     with ExitStack() as stack:
-        runs, skipped = _lock_pending(pairs, stack)
-        units = [(r, seed) for r in runs for seed in r.cfg.seeds]
+        pending, skipped = _claim(runs, stack)
+        units = [(run, seed) for run in pending for seed in run.config.seeds]
         if not units:
             return 0, skipped
         jobs = max(1, min(jobs, len(units)))
-        log.info("%d run(s), %d (config, seed) unit(s) on %d worker(s)", len(runs), len(units), jobs)
+        log.info("%d run(s), %d (config, seed) unit(s) on %d worker(s)", len(pending), len(units), jobs)
         if jobs == 1:
-            for run in runs:
-                log.info("student %s (%s) on %s", run.final.name, describe(run.teacher_dir, run.cfg),
-                         run.teacher_dir.name)
-                with progress() as bar:
-                    for seed in run.cfg.seeds:
-                        run.results[seed] = train_unit(run.teacher_dir, run.cfg, seed, bar, verify_hashes=False)
-                _publish(run)
+            for run in pending:
+                run.train_seeds()
         else:
-            _train_in_pool(runs, units, jobs)
-        return len(runs), skipped
+            _train_in_pool(units, jobs)
+        return len(pending), skipped
 
 
-def _train_in_pool(runs: list[_Run], units: list[tuple[_Run, int]], jobs: int) -> None:
+def _train_in_pool(units: list[tuple[StudentRun, int]], jobs: int) -> None:
     ctx = get_context("spawn")
     manager = SyncManager(ctx=ctx)
     manager.start(die_with_parent, (os.getpid(),))
@@ -200,28 +170,28 @@ def _train_in_pool(runs: list[_Run], units: list[tuple[_Run, int]], jobs: int) -
                     continue
                 except (EOFError, OSError):
                     return
-                run, _ = units[unit]
+                model = units[unit][0].config.model
                 if kind == "add":
-                    tasks[unit] = bar.add_task(f"{run.cfg.model} {a}", total=b)
+                    tasks[unit] = bar.add_task(f"{model} {a}", total=b)
                 elif kind == "update" and unit in tasks:
-                    bar.update(tasks[unit], advance=a, description=f"{run.cfg.model} {b}" if b else None)
+                    bar.update(tasks[unit], advance=a, description=f"{model} {b}" if b else None)
                 elif kind == "done" and unit in tasks:
                     bar.remove_task(tasks.pop(unit))
 
         drainer = threading.Thread(target=drain, daemon=True)
         drainer.start()
         try:
-            futures = {pool.submit(_worker_unit, r.teacher_dir, r.cfg, seed, i, q): (r, seed)
-                       for i, (r, seed) in enumerate(units)}
+            futures = {pool.submit(_worker_unit, run.teacher_dir, run.config, seed, i, q): run
+                       for i, (run, seed) in enumerate(units)}
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    run, seed = futures[fut]
-                    run.results[seed] = fut.result()  # a worker's error stops everything, nothing half-published
+                    run = futures[fut]
+                    complete = run.add(fut.result())  # a worker's error stops everything, nothing half-published
                     bar.advance(overall)
-                    if len(run.results) == len(run.cfg.seeds):
-                        _publish(run)
+                    if complete:
+                        run.publish()
         except BaseException:
             for fut in futures:
                 fut.cancel()

@@ -1,8 +1,13 @@
-"""One student run from one teacher cache: train every seed, publish ``cache/student/<key>/`` whole.
+"""One student run: a ``StudentConfig`` trained on one teacher cache, published whole as ``cache/student/<key>/``.
 
-Run directory: ``manifest.json`` (written last), ``metrics.json``, ``weights-seed<S>.safetensors``
-per seed (named tensors, config in the metadata), and for quantum students ``circuit.svg`` and
-``circuit.qasm`` (valid OpenQASM 2.0 with the best seed's angles bound).
+``StudentRun`` owns a run from plan to publication and back: ``StudentRun.plan(teacher_dir, config)`` is a run to
+train (one unit per seed: ``train()`` here, or ``claim`` / ``train_unit`` / ``add`` / ``publish`` as the scheduler in
+``jobs.py`` does), and ``StudentRun.open(key or directory)`` is a published run to read (``best()`` is the checkpoint
+``predict``, ``export`` and ``noise`` use; ``embed`` and ``teacher_split`` give them their inputs).
+
+Run directory: ``manifest.json`` (``pipeline.cache.RunManifest``, written last), ``metrics.json``,
+``weights-seed<S>.safetensors`` per seed (named tensors, config in the metadata), and for quantum students
+``circuit.svg`` and ``circuit.qasm`` (valid OpenQASM 2.0 with the best seed's angles bound).
 """
 
 from __future__ import annotations
@@ -10,24 +15,28 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, fields
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from pipeline import paths
-from pipeline.cache import STUDENT_COLUMNS, TeacherManifest, read_teacher_cache, teacher_manifest
+from pipeline.cache import (COLUMNS, STUDENT_COLUMNS, RunManifest, TeacherManifest, TeacherSplit, read_teacher_cache,
+                            teacher_manifest)
 from pipeline.config import StudentConfig
 from pipeline.console import progress
 from pipeline.errors import QdllmError
 from pipeline.metrics import mean_std
-from pipeline.plan import resolve, student_key, student_path
+from pipeline.models import TEACHER_INPUT
+from pipeline.plan import Key, student_key, student_path
 from pipeline.publish import MANIFEST, is_complete, key_lock, publish_dir, write_json
 from stages.student.model import FlatModel, LogReg, QuantumStudent, build_model
 from stages.student.train import SeedResult, Split, train_seed
 
 log = logging.getLogger(__name__)
+METRICS = "metrics.json"
 WEIGHTS = "weights-seed{seed}.safetensors"
 CHECKPOINT_FORMAT = "qdllm-student-checkpoint-1"
 # How a checkpoint's named tensors make logits from an example's cached embedding e (a row vector).
@@ -38,6 +47,226 @@ FORWARD = {
 }
 SCALING = {"l2": "scale(e) = e / max(||e||_2, 1e-12)", "none": "scale(e) = e",
            "minmax10": "scale(e) = 10 (e - min(e)) / (max(e) - min(e)) per example (e unchanged when max = min)"}
+
+
+@dataclass
+class Checkpoint:
+    """One seed of a published run: its weights as the flat vector of the model they belong to."""
+
+    seed: int
+    path: Path
+    model: FlatModel
+    weights: np.ndarray
+
+
+class StudentRun:
+    """One run: its config, key, directory and teacher cache; its units (the seeds), their training and the
+    publication of the run; and, once published, its manifest, metrics and checkpoints."""
+
+    def __init__(self, path: Path, key: Key, teacher_dir: Path, config: StudentConfig | None = None,
+                 manifest: RunManifest | None = None, metrics: dict | None = None):
+        self.path, self.key, self.teacher_dir = Path(path), key, Path(teacher_dir)
+        self._config, self.manifest, self.metrics = config, manifest, metrics
+        self.results: dict[int, SeedResult] = {}  # finished units by seed
+        self._claim: ExitStack | None = None  # holds the key lock while this process trains the run
+
+    @classmethod
+    def plan(cls, teacher_dir: Path, config: StudentConfig) -> "StudentRun":
+        """The run of ``config`` on this teacher cache, where ``qdllm key student`` says it is published."""
+        key = student_key(Path(teacher_dir).name, config)
+        return cls(student_path(key), key, teacher_dir, config=config)
+
+    @classmethod
+    def open(cls, run: str | Path) -> "StudentRun":
+        """A published run, given as key or directory; one sentence when it is missing, incomplete or unreadable."""
+        path = Path(run)
+        if not path.is_dir():
+            path = student_path(str(run))
+        if not is_complete(path):
+            raise QdllmError(f"No complete student run at {path}; train one with `make student` or check the key.")
+        try:
+            manifest = RunManifest.from_dict(json.loads((path / MANIFEST).read_text(encoding="utf-8")))
+            metrics = json.loads((path / METRICS).read_text(encoding="utf-8"))
+            if not isinstance(metrics, dict):
+                raise ValueError(f"{METRICS} is not a JSON object")
+        except (OSError, ValueError):
+            raise QdllmError(f"{path} has an unreadable manifest.json or metrics.json; retrain the run.") from None
+        return cls(path, Key(path.name, manifest.key, manifest.inputs), paths.teacher_dir(manifest.teacher_key),
+                   manifest=manifest, metrics=metrics)
+
+    @property
+    def config(self) -> StudentConfig:
+        """The run's settings: as planned, or as its manifest records them (checked, like any config)."""
+        if self._config is None:
+            try:
+                self._config = StudentConfig(**{k: (tuple(v) if k == "seeds" else v)
+                                                for k, v in self.manifest.config.items()
+                                                if k in StudentConfig.__dataclass_fields__})
+            except (QdllmError, ValueError, TypeError):
+                raise self._corrupt() from None
+        return self._config
+
+    @property
+    def kind(self) -> str:
+        """quantum | logreg | mlp."""
+        return self._config.model if self._config else str(self.manifest.config.get("model", "quantum"))
+
+    def describe(self) -> str:
+        cfg = self.config
+        label = cfg.model + (f" {cfg.variant} n={cfg.n_qubits} L={cfg.n_layers}" if cfg.model == "quantum" else "")
+        return f"{label}, loss {cfg.loss}"
+
+    # ------------------------------------------------------------ training
+
+    def prepare(self, verify_hashes: bool = True):
+        """(cache, splits, model) to train on, checked; the cache is read once per process."""
+        cache, splits = _cache_and_splits(self.teacher_dir, verify_hashes)
+        model = build_model(self.config, cache.embedding_dim, cache.num_classes)
+        check_compatible(model, cache)
+        if len(splits["train"].y) == 0 or len(splits["val"].y) == 0:
+            raise QdllmError(f"The teacher cache {self.teacher_dir} has an empty train or val split; rebuild it with "
+                             "more data.")
+        return cache, splits, model
+
+    def claim(self, verify_hashes: bool = True) -> bool:
+        """Take the run's key lock to train it here; False (nothing held) when it is complete, also once another
+        process that held the lock has finished it. The teacher cache is read and checked before any unit trains."""
+        if is_complete(self.path):
+            log.info("up to date: %s", self.path)
+            return False
+        make_output_dir(self.path.parent, "QDLLM_CACHE_DIR")
+        self._claim = ExitStack()
+        self._claim.enter_context(key_lock(self.path))
+        try:
+            if is_complete(self.path):
+                self.release()
+                return False
+            self.prepare(verify_hashes)  # a mismatched or broken cache fails here, before any training
+        except BaseException:
+            self.release()
+            raise
+        return True
+
+    def release(self) -> None:
+        """Let go of the key lock (after publishing, or when training failed)."""
+        if self._claim is not None:
+            self._claim.close()
+            self._claim = None
+
+    def train_unit(self, seed: int, bar=None, verify_hashes: bool = True) -> SeedResult:
+        """One unit: fresh initialisation from ``seed``, training, validation-chosen checkpoint."""
+        _, splits, model = self.prepare(verify_hashes)
+        return train_seed(model, splits, self.config, seed, bar)
+
+    def add(self, result: SeedResult) -> bool:
+        """Record a finished unit; True when every seed of the run is in."""
+        self.results[result.seed] = result
+        return len(self.results) == len(self.config.seeds)
+
+    def train(self, verify_hashes: bool = True) -> bool:
+        """Train and publish the run in this process; False when it was complete already (nothing trained)."""
+        if not self.claim(verify_hashes):
+            return False
+        try:
+            self.train_seeds()
+        finally:
+            self.release()
+        return True
+
+    def train_seeds(self) -> None:
+        """Train every seed in this process and publish (the caller has claimed the run, so hashes are checked)."""
+        log.info("student %s (%s) on %s", self.path.name, self.describe(), self.teacher_dir.name)
+        with progress() as bar:
+            for seed in self.config.seeds:
+                self.add(self.train_unit(seed, bar, verify_hashes=False))
+        self.publish()
+
+    def publish(self) -> Path:
+        """Write the run from its units' results (in seed order), publish it atomically, release the claim."""
+        results = [self.results[s] for s in self.config.seeds]
+        teacher = teacher_manifest(self.teacher_dir)
+        cache, _, model = self.prepare(verify_hashes=False)  # the cache the units trained on, read once
+        seeds = [{"seed": r.seed, "best_epoch": r.best_epoch, "val": r.val, "test": r.test,
+                  "train_seconds_per_epoch": r.train_seconds_per_epoch, "train_seconds_total": r.train_seconds_total,
+                  "inference_us_per_example": r.inference_us_per_example, "curves": r.curves} for r in results]
+        config = {**asdict(self.config), "seeds": list(self.config.seeds)}
+        if isinstance(model, QuantumStudent):
+            config["circuit_params"] = model.spec.n_params
+        elif hasattr(model, "hidden"):
+            config["hidden"] = model.hidden
+        tkey = self.teacher_dir.name
+        metrics = {"task": teacher.task, "teacher_key": tkey, "model": self.config.model, "config": config,
+                   "class_names": cache.class_names, "trainable_params": model.size,
+                   "teacher": _teacher_info(teacher), "seeds": seeds, "summary": _summary(seeds, model.size)}
+        with publish_dir(self.path) as pub:
+            for r in results:
+                save_weights(pub.path / WEIGHTS.format(seed=r.seed), model, r.weights,
+                             checkpoint_metadata(model, config, cache.class_names, r.seed, r.best_epoch))
+            write_json(pub.path / METRICS, metrics)
+            if isinstance(model, QuantumStudent):
+                from stages.student.circuit import to_qasm, write_svg
+
+                theta = model.unpack(results[best_seed_index(seeds)].weights)["theta"]
+                (pub.path / "circuit.qasm").write_text(to_qasm(model.spec, theta), encoding="utf-8")
+                write_svg(model.spec, pub.path / "circuit.svg")
+            self.manifest = RunManifest(
+                key=self.key.full, inputs=self.key.inputs, teacher_key=tkey, task=teacher.task,
+                class_names=cache.class_names, config=config, embedding_dim=cache.embedding_dim,
+                embedder=teacher.embedder_identity, embedder_name=teacher.embedder_name,
+                created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            pub.manifest = self.manifest.to_dict()
+        self.metrics = metrics
+        self.release()
+        s = metrics["summary"]["test"]["accuracy"]
+        log.info("test accuracy %.4f ± %.4f → %s", s["mean"], s["std"], self.path)
+        return self.path
+
+    # ------------------------------------------------------------ reading a published run
+
+    def best(self) -> Checkpoint:
+        """The checkpoint of the best-validation seed (what ``predict``, ``export``, ``noise`` and circuit.qasm use)."""
+        seeds = check_seeds(self.path, self.metrics)
+        try:
+            model = build_model(self.config, int(self.manifest.embedding_dim), len(self.manifest.class_names))
+        except (QdllmError, ValueError, TypeError, AttributeError, KeyError):
+            raise self._corrupt() from None
+        seed = int(seeds[best_seed_index(seeds)]["seed"])
+        path = self.path / WEIGHTS.format(seed=seed)
+        return Checkpoint(seed, path, model, load_weights(path, model))
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Embeddings (float64) of new texts with the run's frozen embedder: torch loads here, for a transformer."""
+        name = self.manifest.embedder_name
+        if not name or name == TEACHER_INPUT:
+            raise QdllmError("This run's embeddings come from the teacher LLM's input layer, so embedding new texts "
+                             "would need the LLM; use a run trained on a cache made with a separate embedder (e.g. "
+                             "--embedder minilm).")
+        from stages.lm.embed import embed_texts
+
+        emb = embed_texts(name, texts)
+        if emb.shape[1] != self.manifest.embedding_dim:
+            raise QdllmError(f"The embedder {name!r} gives dim {emb.shape[1]} but the student expects "
+                             f"{self.manifest.embedding_dim}; the run and its embedder do not match.")
+        return np.asarray(emb, dtype=np.float64)
+
+    def teacher_split(self, split: str, columns: tuple[str, ...] = COLUMNS) -> TeacherSplit:
+        """A split of the teacher cache the run was trained on; one sentence when that cache is not here."""
+        tkey = self.manifest.teacher_key
+        if not is_complete(self.teacher_dir):
+            raise QdllmError(f"The teacher cache {tkey} this run was trained on is not under "
+                             f"{self.teacher_dir.parent}; pull it with `make pull REMOTE=...`.")
+        return read_teacher_cache(self.teacher_dir, splits=(split,), columns=columns).splits[split]
+
+    def _corrupt(self) -> QdllmError:
+        return QdllmError(f"{self.path / MANIFEST} does not describe a valid student (config, embedding_dim, "
+                          f"class_names), so the run is corrupt; delete {self.path} and train it again with "
+                          "`make student`.")
+
+
+def run_student(teacher_dir: Path, cfg: StudentConfig, verify_hashes: bool = True) -> tuple[Path, bool]:
+    """(run directory, whether it was trained now) of ``StudentRun.plan(teacher_dir, cfg).train()``."""
+    run = StudentRun.plan(teacher_dir, cfg)
+    return run.path, run.train(verify_hashes)
 
 
 def missing_cache_error(key: str) -> QdllmError:
@@ -72,6 +301,12 @@ def load_splits(cache) -> dict[str, Split]:
             for name, s in cache.splits.items()}
 
 
+@lru_cache(maxsize=2)
+def _cache_and_splits(teacher_dir: Path, verify_hashes: bool):
+    cache = read_teacher_cache(teacher_dir, verify_hashes=verify_hashes, columns=STUDENT_COLUMNS, transfer=True)
+    return cache, load_splits(cache)
+
+
 def check_compatible(model: FlatModel, cache) -> None:
     if cache.embedding_dim != model.dim or cache.num_classes != model.num_classes:
         raise QdllmError(
@@ -98,125 +333,6 @@ def _teacher_info(t: TeacherManifest) -> dict:
             "embedder": t.embedder_identity, "lora_trainable_params": t.lora_trainable_params,
             "probe_ceiling": t.probe_ceiling}
     return {k: v for k, v in info.items() if v is not None}
-
-
-@dataclass(frozen=True)
-class RunManifest:
-    """manifest.json of a student run: written last by ``publish_run``, read back by ``load_best``."""
-
-    key: str
-    inputs: dict
-    teacher_key: str
-    task: str
-    class_names: list[str]
-    config: dict
-    embedding_dim: int
-    embedder: dict | None  # the teacher cache's embedder identity
-    embedder_name: str | None  # its --embedder: what `predict` and `export --texts` load for new texts
-    created: str
-    kind: str = "student-run"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, m: dict) -> "RunManifest":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in m.items() if k in names})
-
-    @property
-    def student_config(self) -> StudentConfig:
-        return StudentConfig(**{k: (tuple(v) if k == "seeds" else v) for k, v in self.config.items()
-                                if k in StudentConfig.__dataclass_fields__})
-
-
-def run_dir(teacher_dir: Path, cfg: StudentConfig) -> Path:
-    """Where the run of ``cfg`` on this teacher cache is published (the same plan ``qdllm key student`` resolves)."""
-    return resolve(student=cfg, teacher_key_short=Path(teacher_dir).name).student.dir
-
-
-@lru_cache(maxsize=2)
-def _cache_and_splits(teacher_dir: Path, verify_hashes: bool):
-    cache = read_teacher_cache(teacher_dir, verify_hashes=verify_hashes, columns=STUDENT_COLUMNS, transfer=True)
-    return cache, load_splits(cache)
-
-
-def prepare(teacher_dir: Path, cfg: StudentConfig, verify_hashes: bool = True):
-    """(cache, splits, model) for training ``cfg`` on this cache, checked; the cache is read once per process."""
-    cache, splits = _cache_and_splits(Path(teacher_dir), verify_hashes)
-    model = build_model(cfg, cache.embedding_dim, cache.num_classes)
-    check_compatible(model, cache)
-    if len(splits["train"].y) == 0 or len(splits["val"].y) == 0:
-        raise QdllmError(f"The teacher cache {teacher_dir} has an empty train or val split; rebuild it with more data.")
-    return cache, splits, model
-
-
-def train_unit(teacher_dir: Path, cfg: StudentConfig, seed: int, bar=None, verify_hashes: bool = True) -> SeedResult:
-    """One (config, seed) unit: fresh initialisation, training, validation-chosen checkpoint."""
-    _, splits, model = prepare(teacher_dir, cfg, verify_hashes)
-    return train_seed(model, splits, cfg, seed, bar)
-
-
-def describe(teacher_dir: Path, cfg: StudentConfig) -> str:
-    label = f"{cfg.model}" + (f" {cfg.variant} n={cfg.n_qubits} L={cfg.n_layers}" if cfg.model == "quantum" else "")
-    return f"{label}, loss {cfg.loss}"
-
-
-def run_student(teacher_dir: Path, cfg: StudentConfig, verify_hashes: bool = True) -> tuple[Path, bool]:
-    """Train and publish one run in this process; returns (run directory, whether it was trained now)."""
-    final = run_dir(teacher_dir, cfg)
-    if is_complete(final):
-        return final, False
-    make_output_dir(final.parent, "QDLLM_CACHE_DIR")
-    with key_lock(final):
-        if is_complete(final):
-            return final, False
-        prepare(teacher_dir, cfg, verify_hashes)
-        log.info("student %s (%s) on %s", final.name, describe(teacher_dir, cfg), Path(teacher_dir).name)
-        with progress() as bar:
-            results = [train_unit(teacher_dir, cfg, seed, bar, verify_hashes) for seed in cfg.seeds]
-        publish_run(teacher_dir, cfg, results, verify_hashes)
-        return final, True
-
-
-def publish_run(teacher_dir: Path, cfg: StudentConfig, results: list[SeedResult], verify_hashes: bool = True) -> Path:
-    """Write the run of ``cfg`` from its seeds' results (in ``cfg.seeds`` order) and publish it atomically."""
-    teacher = teacher_manifest(teacher_dir)
-    tkey = Path(teacher_dir).name
-    skey = student_key(tkey, cfg)
-    final = student_path(skey)
-    cache, _, model = prepare(teacher_dir, cfg, verify_hashes)  # the cache the units trained on, read once
-    seeds = [{"seed": r.seed, "best_epoch": r.best_epoch, "val": r.val, "test": r.test,
-              "train_seconds_per_epoch": r.train_seconds_per_epoch, "train_seconds_total": r.train_seconds_total,
-              "inference_us_per_example": r.inference_us_per_example, "curves": r.curves} for r in results]
-    config = {**asdict(cfg), "seeds": list(cfg.seeds)}
-    if isinstance(model, QuantumStudent):
-        config["circuit_params"] = model.spec.n_params
-    elif hasattr(model, "hidden"):
-        config["hidden"] = model.hidden
-    metrics = {"task": teacher.task, "teacher_key": tkey, "model": cfg.model, "config": config,
-               "class_names": cache.class_names, "trainable_params": model.size,
-               "teacher": _teacher_info(teacher), "seeds": seeds, "summary": _summary(seeds, model.size)}
-    with publish_dir(final) as pub:
-        for r in results:
-            save_weights(pub.path / WEIGHTS.format(seed=r.seed), model, r.weights,
-                         checkpoint_metadata(model, config, cache.class_names, r.seed, r.best_epoch))
-        write_json(pub.path / "metrics.json", metrics)
-        if isinstance(model, QuantumStudent):
-            from stages.student.circuit import to_qasm, write_svg
-
-            best = results[best_seed_index(seeds)]
-            theta = model.unpack(best.weights)["theta"]
-            (pub.path / "circuit.qasm").write_text(to_qasm(model.spec, theta), encoding="utf-8")
-            write_svg(model.spec, pub.path / "circuit.svg")
-        pub.manifest = RunManifest(
-            key=skey.full, inputs=skey.inputs, teacher_key=tkey, task=teacher.task, class_names=cache.class_names,
-            config=config, embedding_dim=cache.embedding_dim, embedder=teacher.embedder_identity,
-            embedder_name=teacher.embedder_name, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        ).to_dict()
-    s = metrics["summary"]["test"]["accuracy"]
-    log.info("test accuracy %.4f ± %.4f → %s", s["mean"], s["std"], final)
-    return final
 
 
 def best_seed_index(seeds: list[dict]) -> int:
@@ -248,17 +364,6 @@ def save_weights(path: Path, model: FlatModel, flat: np.ndarray, metadata: dict[
     Path(path).write_bytes(len(header).to_bytes(8, "little") + header + blob[8 + size:])
 
 
-@dataclass
-class LoadedRun:
-    path: Path
-    manifest: RunManifest
-    metrics: dict
-    model: FlatModel
-    weights: np.ndarray  # flat vector of the best-validation seed
-    seed: int
-    checkpoint: Path
-
-
 def make_output_dir(path: Path, setting: str) -> Path:
     """Create the directory outputs are published under; one sentence when a file stands where a directory must
     be (permission, read-only and full-disk errors are the CLI's own sentence)."""
@@ -275,16 +380,6 @@ def make_output_dir(path: Path, setting: str) -> Path:
 def file_in_the_way(path: Path) -> Path | None:
     """The existing non-directory at ``path`` or at one of its parents, if any."""
     return next((p for p in (Path(path), *Path(path).parents) if p.exists() and not p.is_dir()), None)
-
-
-def run_path(run: str | Path) -> Path:
-    """The directory of a run given as key or directory; one clear sentence when it is not a complete run."""
-    path = Path(run)
-    if not path.is_dir():
-        path = student_path(str(run))
-    if not is_complete(path):
-        raise QdllmError(f"No complete student run at {path}; train one with `make student` or check the key.")
-    return path
 
 
 def _number(v) -> bool:
@@ -306,32 +401,6 @@ def check_seeds(path: Path, metrics) -> list[dict]:
             raise QdllmError(f"{path / 'metrics.json'} holds a malformed seed record, so the run is corrupt; "
                              f"{retrain}.")
     return seeds
-
-
-def load_best(run: str | Path) -> LoadedRun:
-    """A published run with the weights of its best-validation seed (what ``predict`` and ``export`` use)."""
-    path = run_path(run)
-    try:
-        manifest = RunManifest.from_dict(json.loads((path / MANIFEST).read_text(encoding="utf-8")))
-        metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, TypeError, AttributeError):
-        raise QdllmError(f"{path} has an unreadable manifest.json or metrics.json; retrain the run.") from None
-    seeds = check_seeds(path, metrics)
-    try:
-        model = build_model(manifest.student_config, int(manifest.embedding_dim), len(manifest.class_names))
-    except (QdllmError, ValueError, TypeError, AttributeError, KeyError):
-        raise QdllmError(f"{path / MANIFEST} does not describe a valid student (config, embedding_dim, "
-                         f"class_names), so the run is corrupt; delete {path} and train it again with "
-                         "`make student`.") from None
-    seed = int(seeds[best_seed_index(seeds)]["seed"])
-    checkpoint = path / WEIGHTS.format(seed=seed)
-    return LoadedRun(path, manifest, metrics, model, load_weights(checkpoint, model), seed, checkpoint)
-
-
-def load_run(run: str | Path):
-    """(manifest, model, weights of the best-validation seed) of a published run."""
-    loaded = load_best(run)
-    return loaded.manifest, loaded.model, loaded.weights
 
 
 def load_weights(path: Path, model: FlatModel) -> np.ndarray:
