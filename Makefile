@@ -14,7 +14,8 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 # Stage settings. Each one, when set, passes one `qdllm` flag; defaults, help and validation live only in
-# pipeline/config.py (`qdllm data --help`, `qdllm teacher --help`), so unset means the declared default.
+# pipeline/config.py (`qdllm data --help`, `qdllm teacher --help`, `qdllm student --help`), so unset means the
+# declared default.
 TASK          ?=
 DATA          ?=
 TEXT_COLUMN   ?=
@@ -26,6 +27,18 @@ QUANTIZE      ?=
 EMBEDDER      ?=
 TRANSFER      ?=
 PROFILE       ?=
+STUDENT_MODEL ?=
+VARIANT       ?=
+QUBITS        ?=
+LAYERS        ?=
+INPUT_SCALING ?=
+LOSS          ?=
+ALPHA         ?=
+TEMPERATURE   ?=
+LR            ?=
+EPOCHS        ?=
+BATCH_SIZE    ?=
+SEEDS         ?=
 REMOTE        ?=
 TEACHER_KEY   ?=
 FULL_GRID     ?=
@@ -47,6 +60,10 @@ DATA_ARGS    = $(call flag,TASK,--task) $(call flag,DATA,--source) $(call flag,T
                $(call flag,LABEL_COLUMN,--label-column) $(call flag,MAX_PER_CLASS,--max-per-class) $(call flag,SEED,--seed)
 TEACHER_ARGS = $(DATA_ARGS) $(call flag,MODEL,--model) $(call flag,QUANTIZE,--quantize) \
                $(call flag,EMBEDDER,--embedder) $(call flag,PROFILE,--profile) $(call flag,TRANSFER,--transfer)
+STUDENT_ARGS = $(call flag,STUDENT_MODEL,--student-model) $(call flag,VARIANT,--variant) $(call flag,QUBITS,--qubits) \
+               $(call flag,LAYERS,--layers) $(call flag,INPUT_SCALING,--input-scaling) $(call flag,LOSS,--loss) \
+               $(call flag,ALPHA,--alpha) $(call flag,TEMPERATURE,--temperature) $(call flag,LR,--lr) \
+               $(call flag,EPOCHS,--epochs) $(call flag,BATCH_SIZE,--batch-size) $(call flag,SEEDS,--seeds)
 REMOTE_ARG   = $(call flag,REMOTE,--remote)
 # TASK restricts `make student` only when given; otherwise every teacher cache present is used.
 STUDENT_SEL  = $(if $(TEACHER_KEY),--teacher-key '$(TEACHER_KEY)',$(call flag,TASK,--task))
@@ -57,6 +74,7 @@ help:
 	@sed -n '1,11p' Makefile | sed 's/^# \{0,1\}//'
 	@echo "Variables (unset = the default in pipeline/config.py): TASK DATA TEXT_COLUMN LABEL_COLUMN MAX_PER_CLASS SEED"
 	@echo "  MODEL QUANTIZE EMBEDDER PROFILE TRANSFER REMOTE TEACHER_KEY FULL_GRID JOBS (default: every core)"
+	@echo "  student: STUDENT_MODEL VARIANT QUBITS LAYERS INPUT_SCALING LOSS ALPHA TEMPERATURE LR EPOCHS BATCH_SIZE SEEDS"
 
 # ---------------------------------------------------------------- set-up
 setup: $(SETUP)
@@ -76,10 +94,12 @@ data teacher demo: $(SETUP)
 	@$(SUBMAKE) _$@
 
 student: $(SETUP)
-	$(QDLLM) student $(STUDENT_SEL) $(REMOTE_ARG) $(call flag,JOBS,--jobs)
+	$(QDLLM) student $(STUDENT_SEL) $(STUDENT_ARGS) $(REMOTE_ARG) $(call flag,JOBS,--jobs)
 
+# the ablations vary loss, layers, qubits and temperature one at a time around the settings given
 ablations: $(SETUP)
-	$(QDLLM) student ablations $(STUDENT_SEL) $(REMOTE_ARG) $(call flag,JOBS,--jobs) $(if $(FULL_GRID),--full-grid)
+	$(QDLLM) student ablations $(STUDENT_SEL) $(STUDENT_ARGS) $(REMOTE_ARG) $(call flag,JOBS,--jobs) \
+	  $(if $(FULL_GRID),--full-grid)
 
 report: $(SETUP)
 	$(QDLLM) report
@@ -120,7 +140,7 @@ $(TEACHER_DIR)/manifest.json: $(DATA_DIR)/manifest.json
 	$(QDLLM) teacher $(TEACHER_ARGS) $(REMOTE_ARG)
 
 _demo: $(TEACHER_DIR)/manifest.json
-	$(QDLLM) student --teacher-key $(TEACHER_KEY) $(call flag,JOBS,--jobs)
+	$(QDLLM) student --teacher-key $(TEACHER_KEY) $(STUDENT_ARGS) $(call flag,JOBS,--jobs)
 	$(QDLLM) report
 endif  # the key-named targets exist only in the sub-make that computed the keys
 

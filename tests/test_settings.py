@@ -58,6 +58,15 @@ def test_makefile_variables_map_to_declared_flags():
     for var, flag in used:
         assert flag in flags or flag in ("--remote", "--jobs"), (var, flag)  # where and how, not what
         assert re.search(rf"^{var}\s*\?=\s*$", text, re.M), f"{var} restates a default in the Makefile"
+    # every variable a user sets passes a declared flag, or says which inputs and runs (not what they compute)
+    settable = set(re.findall(r"^(\w+)\s*\?=\s*$", text, re.M))
+    assert settable - {var for var, _ in used} <= {"TEACHER_KEY", "FULL_GRID", "DATA_ROOT", "MODELS"}
+    # the student's settings reach `make student` and `make ablations` as the data and teacher ones reach theirs
+    assert {flag for _, flag in used} >= {"--temperature", "--loss", "--alpha", "--qubits", "--layers", "--epochs",
+                                         "--lr", "--batch-size", "--seeds"}
+    for target in ("student", "ablations", "_demo"):
+        recipe = re.search(rf"^{target}:.*\n((?:\t.*\n)+)", text, re.M).group(1)
+        assert "$(STUDENT_ARGS)" in recipe, target
 
 
 def test_teacher_config_resolves_its_profile_when_made():

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.config import StudentConfig
+
 
 def log_softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
@@ -21,9 +23,10 @@ def _softmax_backward(p: np.ndarray, g: np.ndarray) -> np.ndarray:
     return p * (g - (p * g).sum(axis=1, keepdims=True))
 
 
-def distill_loss(logits: np.ndarray, labels: np.ndarray, teacher_logits: np.ndarray, loss: str = "kl+js+ce",
-                 alpha: float = 0.9, temperature: float = 1.0) -> tuple[float, np.ndarray]:
-    """Mean loss over the batch and its gradient wrt the student logits."""
+def distill_loss(logits: np.ndarray, labels: np.ndarray, teacher_logits: np.ndarray, loss: str = StudentConfig.loss,
+                 alpha: float = StudentConfig.alpha,
+                 temperature: float = StudentConfig.temperature) -> tuple[float, np.ndarray]:
+    """Mean loss over the batch and its gradient wrt the student logits (unset terms: the declared defaults)."""
     B = len(logits)
     total, grad = 0.0, np.zeros_like(logits, dtype=np.float64)
     terms = {"ce": {"ce": 1.0}, "kl": {"kl": 1.0}, "js": {"js": 1.0},
