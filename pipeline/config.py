@@ -56,7 +56,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
                 "stages/student/losses.py", "stages/student/train.py", "stages/student/run.py", "stages/student/jobs.py",
                 "pipeline/metrics.py"),
     "teacher-params": ("stages/teacher/params.py", "stages/teacher/model.py"),  # LoRA counts in the report
-    "report": ("stages/report/build.py", "stages/report/figures.py", "stages/report/runs.py",
+    "report": ("stages/report/build.py", "stages/report/figures.py", "stages/report/runs.py", "stages/report/paper.py",
                "stages/report/tables.py", "stages/report/distill.py", "pipeline/probe.py",
                "stages/student/run.py", "pipeline/cache.py"),
 }

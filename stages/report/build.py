@@ -25,6 +25,7 @@ from pipeline.config import SCHEMA_VERSION, SourceSpec, StudentConfig, code_hash
 from pipeline.console import progress
 from pipeline.errors import QdllmError
 from pipeline.publish import MANIFEST, is_complete, key_lock, publish_dir
+from stages.report import paper as P
 from stages.report import tables as T
 from stages.report.distill import distillation_section
 from stages.report.runs import (METRICS, NOISE, NoiseEval, Run, Teacher, file_digest, load_noise, load_runs,
@@ -291,6 +292,7 @@ def write_report(out: Path, runs: list[Run], teachers: dict[str, Teacher], paper
     for (task, tkey), rs in main.items():
         stem = f"{task}-{tkey}"
         md += [T.performance_table(task, teachers[tkey], rs).markdown(), "",
+               *P.task_markdown(task),  # the paper's own Table 4/5/6 when the task is one of its three
                T.timing_table(rs, f"{task}, teacher cache {tkey}").markdown(), "",
                f"![Training curves](curves-{stem}.png)", "",
                f"![Confusion matrices](confusion-{stem}.png)", "",
@@ -316,6 +318,7 @@ def write_report(out: Path, runs: list[Run], teachers: dict[str, Teacher], paper
     for group in ablations:
         for tab in group:
             md += [tab.markdown(), ""]
+    md += P.ablation_markdown()  # the paper's own Tables 7 and 8 beside ours
     (out / REPORT).write_text("\n".join(md), encoding="utf-8")
     return [REPORT, *written]
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.config import LOSSES
+from pipeline.keys import short
 from stages.report.runs import DEFAULTS, PRF, Run, Teacher
 
 DASH = "—"
@@ -179,20 +180,40 @@ def loss_ablation_tables(runs: list[Run], teachers: dict[str, Teacher]) -> list[
     return out
 
 
+def teacher_data_key(teacher: Teacher | None) -> str | None:
+    """The dataset a teacher was fine-tuned and exported on (its manifest's ``data_key``, short form); None when its
+    cache manifest is not here, so the data it saw is unknown."""
+    m = (teacher.manifest if teacher is not None else None) or {}
+    k = m.get("data_key") or (m.get("inputs") or {}).get("data_key")
+    return short(str(k)) if k else None
+
+
 def teacher_ablation_tables(runs: list[Run], teachers: dict[str, Teacher]) -> list[Table]:
-    """Table 8: one task and student configuration distilled from different teachers."""
+    """Table 8: one task, dataset and student configuration distilled from different teachers.
+
+    Only teachers of the same data are compared: runs are first split by their teacher's data key, so two caches
+    of one task built from different datasets (e.g. movie reviews and tweets) never share a table, and a teacher
+    whose data is unknown (its cache is not here) is in none.
+    """
+    by_data: dict[str, list[Run]] = defaultdict(list)
+    for r in runs:
+        dkey = teacher_data_key(teachers.get(r.teacher_key))
+        if dkey is not None:
+            by_data[dkey].append(r)
     out = []
-    for group in _groups(runs, None):
-        group.sort(key=lambda r: (teachers[r.teacher_key].name, r.teacher_key))
-        r0 = group[0]
-        t = Table(title=f"Table 8 style: teacher ablation, {r0.task}, student {_without(r0, ())}",
-                  headers=["Teacher", "Embedder", "Teacher Acc (%)", "Student Acc (%)", "P (%)", "R (%)",
-                           "F1 (%)", "Run"])
-        for r in group:
-            tk = teachers[r.teacher_key]
-            t.rows.append([f"{tk.name} ({tk.key})", tk.embedder, pct(tk.metric("test", "accuracy")),
-                           *(pct(r.stat("test", m)) for m in PRF), r.key])
-        out.append(t)
+    for dkey, same_data in sorted(by_data.items()):
+        for group in _groups(same_data, None):
+            group.sort(key=lambda r: (teachers[r.teacher_key].name, r.teacher_key))
+            r0 = group[0]
+            t = Table(title=f"Table 8 style: teacher ablation, {r0.task} on dataset {dkey}, student {_without(r0, ())}",
+                      headers=["Teacher", "Embedder", "Teacher Acc (%)", "Student Acc (%)", "P (%)", "R (%)",
+                               "F1 (%)", "Run"],
+                      note=f"Every teacher here was fine-tuned on the same data (dataset key {dkey}).")
+            for r in group:
+                tk = teachers[r.teacher_key]
+                t.rows.append([f"{tk.name} ({tk.key})", tk.embedder, pct(tk.metric("test", "accuracy")),
+                               *(pct(r.stat("test", m)) for m in PRF), r.key])
+            out.append(t)
     return out
 
 
