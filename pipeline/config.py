@@ -57,7 +57,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
                 "pipeline/metrics.py"),
     "teacher-params": ("stages/teacher/params.py", "stages/teacher/model.py"),  # LoRA counts in the report
     "report": ("stages/report/build.py", "stages/report/figures.py", "stages/report/runs.py", "stages/report/paper.py",
-               "stages/report/tables.py", "stages/report/distill.py", "pipeline/probe.py",
+               "stages/report/tables.py", "stages/report/distill.py", "stages/report/standing.py", "pipeline/probe.py",
                "stages/student/run.py", "pipeline/cache.py"),
 }
 # Modules of stage packages that decide no output: command lines, inspection, parameter counting.
@@ -336,9 +336,31 @@ class TeacherConfig:
 # ------------------------------------------------------------------ student
 
 LOSSES = ("ce", "kl", "js", "kl+js+ce")
-VARIANTS = ("paper", "reference", "u3")
-STUDENT_MODELS = ("quantum", "logreg", "mlp")
+# Circuit variants (stages/student/circuit.py); "parallel:K" is K registers of the paper circuit side by side.
+VARIANTS = ("paper", "reference", "u3", "noent", "reupload")
+PARALLEL = "parallel:"
+# twin: the quantum student's encoder and head around the classical map its circuit reduces to without
+# entanglement (cosines of the encoding angles): what the circuit adds beyond its classical parts.
+STUDENT_MODELS = ("quantum", "twin", "logreg", "mlp")
 INPUT_SCALINGS = ("l2", "none", "minmax10")
+SCHEDULES = ("constant", "cosine", "linear")
+READOUTS = ("z", "z+zz")
+MAX_REGISTERS = 8
+
+
+def parallel_registers(variant: str) -> int:
+    """K of ``parallel:K`` (1 for any other variant)."""
+    return int(variant[len(PARALLEL):]) if variant.startswith(PARALLEL) else 1
+
+
+def _check_variant(variant: str, cfg: Any) -> str | None:
+    if variant in VARIANTS:
+        return None
+    k = variant[len(PARALLEL):] if variant.startswith(PARALLEL) else ""
+    if k.isdigit() and 2 <= int(k) <= MAX_REGISTERS:
+        return None
+    return (f"Unknown circuit variant {variant!r} (--variant): use one of {', '.join(VARIANTS)} or "
+            f"{PARALLEL}K with K from 2 to {MAX_REGISTERS}.")
 # The fused simulator holds the states of a chunk of examples (at most INFERENCE_CHUNK, or the batch) as complex128,
 # with about STATE_COPIES copies alive during a backward pass.
 INFERENCE_CHUNK = 256
@@ -380,8 +402,11 @@ def _check_qubits(n: int, cfg: "StudentConfig") -> str | None:
 class StudentConfig:
     """The quantum student (paper section 4.2.2) or a classical baseline trained from a teacher cache."""
 
-    model: str = setting("quantum", "quantum | logreg | mlp.", flag="--student-model", choices=STUDENT_MODELS)
-    variant: str = setting("paper", "Circuit: paper | reference (the authors' gate list) | u3.", choices=VARIANTS)
+    model: str = setting("quantum", "quantum | twin (the circuit replaced by its product-state classical map) | logreg "
+                         "| mlp.", flag="--student-model", choices=STUDENT_MODELS)
+    variant: str = setting("paper", "Circuit: paper | reference (the authors' gate list) | u3 | noent (paper without "
+                           "entangling gates) | reupload (the encoding before every layer) | parallel:K (K registers, "
+                           "each with its own encoder).", check=_check_variant)
     n_qubits: int = setting(11, "Number of qubits n.", flag="--qubits", ge=1, check=_check_qubits)
     n_layers: int = setting(2, "Ansatz layers L.", flag="--layers", ge=0)
     # l2: unit-norm embeddings, so one Adam step at lr 0.06 moves each encoding angle by O(0.1) rad
@@ -391,7 +416,17 @@ class StudentConfig:
     loss: str = setting("kl+js+ce", "ce | kl | js | kl+js+ce.", choices=LOSSES)
     alpha: float = setting(0.9, "Guidance weight α of the distillation terms.", ge=0.0, le=1.0)
     temperature: float = setting(1.0, "Distillation temperature T on the teacher logits.", gt=0.0)
-    lr: float = setting(0.06, "Adam learning rate.", gt=0.0)
+    readout: str = setting("z", "z (⟨Z_i⟩ of every qubit) | z+zz (also the neighbour correlators ⟨Z_i Z_i+1⟩).",
+                           choices=READOUTS)
+    lr: float = setting(0.06, "Adam learning rate (the initial one under a schedule).", gt=0.0)
+    schedule: str = setting("cosine", "Learning-rate schedule: cosine or linear decay to 0 after a warm-up, or "
+                            "constant (the paper's literal setting).", choices=SCHEDULES)
+    warmup: float = setting(0.05, "Fraction of the steps over which the learning rate warms up from 0 (cosine, "
+                            "linear).", ge=0.0, le=0.5)
+    weight_decay: float = setting(0.0, "L2 weight decay on the classical weight matrices (encoder, head, hidden).",
+                                  flag="--student-weight-decay", ge=0.0)
+    encoding_scale: bool = setting(True, "A trainable scale per encoding angle (quantum and twin): the same functions, "
+                                   "an easier optimisation.", flag="--encoding-scale/--no-encoding-scale")
     epochs: int = setting(10, "Training epochs.", ge=1)
     batch_size: int = setting(8, "Batch size.", ge=1)
     seeds: tuple[int, ...] = setting((0, 1, 2, 3, 4), "Comma-separated seeds, one fresh initialisation each.",

@@ -156,6 +156,7 @@ def test_export_uses_the_best_validation_seed_and_new_texts_in_file_order(use_ru
     assert [r["text"] for r in records] == ["first text", "second one"] and records[0]["label"] is None
     enc = json.loads((out / "encoder.json").read_text())
     z = (x[:2] / np.linalg.norm(x[:2], axis=1, keepdims=True)) @ np.array(enc["weight"]) + np.array(enc["bias"])
+    z = z * np.array(enc["angle_scale"] or 1.0)  # encoder.json says how the angles are made
     np.testing.assert_allclose([r["z"] for r in records], z, atol=1e-12)
 
 
@@ -221,9 +222,9 @@ def test_checkpoint_reproduces_the_logits_with_plain_numpy_and_its_tensor_names(
     e = _test_split(run).embeddings.astype(np.float64)
     x = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)  # input scaling l2
     if kind == "quantum":
-        assert set(t) == {"enc_w", "enc_b", "theta", "head_w", "head_b"} and t["enc_w"].shape == (10, 5)
+        assert set(t) == {"enc_w", "enc_b", "enc_scale", "theta", "head_w", "head_b"} and t["enc_w"].shape == (10, 5)
         spec = build_circuit(config["variant"], config["n_qubits"], config["n_layers"])
-        z = x @ t["enc_w"] + t["enc_b"]
+        z = (x @ t["enc_w"] + t["enc_b"]) * t["enc_scale"]
         logits = _plain_numpy_expectations(spec.gates, 5, z, t["theta"]) @ t["head_w"] + t["head_b"]
     elif kind == "logreg":
         assert set(t) == {"w", "b"}

@@ -249,8 +249,8 @@ def test_figures_are_pngs_and_report_links_them(report):
     out = path.parent
     linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     pngs = [f for f in linked if f.endswith(".png")]
-    # curves, confusion, timing per (task, teacher) + accuracy vs parameters
-    assert len(pngs) == 3 * 3 + 1
+    # where the quantum student stands, curves, confusion, timing per (task, teacher) + accuracy vs parameters
+    assert len(pngs) == 4 * 3 + 1
     for f in pngs:
         w, h = is_png(out / f)
         assert w > 300 and h > 200

@@ -11,6 +11,8 @@ from stages.student.fused import FusedCircuit
     ("paper", 11, 2, 64), ("paper", 11, 1, 32), ("paper", 4, 2, 22), ("paper", 8, 4, 92),
     ("reference", 11, 2, 144), ("reference", 11, 1, 72), ("reference", 4, 2, 46), ("reference", 8, 1, 51),
     ("u3", 11, 2, 66), ("u3", 4, 1, 12), ("u3", 8, 4, 96),
+    ("noent", 11, 2, 44), ("noent", 4, 1, 8), ("reupload", 11, 2, 64), ("reupload", 4, 3, 33),
+    ("parallel:2", 11, 2, 128), ("parallel:3", 11, 2, 192), ("parallel:3", 4, 1, 33),
 ])
 def test_parameter_counts(variant, n, L, expected):
     assert build_circuit(variant, n, L).n_params == expected
@@ -25,36 +27,45 @@ def test_reference_layer_gate_order():
     assert not any(g.kind == "RY" and g.qubits == (10,) for g in ans)
 
 
-def _mindquantum(spec, z, theta):
+def _mindquantum(spec, z, theta, readout="z"):
+    from mindquantum.core.operators import Hamiltonian, QubitOperator
     from mindquantum.simulator import Simulator
 
     from stages.student.circuit import observables, to_mindquantum
 
+    n = spec.n_qubits
+    obs = observables(n) + ([Hamiltonian(QubitOperator(f"Z{q} Z{q + 1}")) for q in range(n - 1)]
+                            if readout == "z+zz" else [])
     circ = to_mindquantum(spec)
-    ops = Simulator("mqvector", spec.n_qubits).get_expectation_with_grad(observables(spec.n_qubits), circ)
+    ops = Simulator("mqvector", n).get_expectation_with_grad(obs, circ)
     zi = [int(s[1:]) for s in circ.encoder_params_name]
     ai = [int(s[5:]) for s in circ.ansatz_params_name]
     f, ge, ga = ops(z[:, zi], theta[ai])
-    g_enc = np.zeros((len(z), spec.n_qubits, spec.n_qubits))
+    g_enc = np.zeros((len(z), len(obs), spec.n_encodings))
     g_enc[:, :, zi] = ge.real
-    g_ans = np.zeros((len(z), spec.n_qubits, spec.n_params))
+    g_ans = np.zeros((len(z), len(obs), spec.n_params))
     g_ans[:, :, ai] = ga.real
     return f.real, g_enc, g_ans
 
 
-@pytest.mark.parametrize("variant", ["paper", "reference", "u3"])
-@pytest.mark.parametrize("n,L", [(3, 1), (5, 2), (6, 3), (11, 2)])
-def test_fused_equals_mindquantum(variant, n, L):
+CASES = [(v, n, L, "z") for v in ("paper", "reference", "u3", "noent", "reupload")
+         for n, L in ((3, 1), (5, 2), (6, 3), (11, 2))]
+CASES += [("parallel:2", 3, 1, "z"), ("parallel:3", 3, 2, "z"), ("paper", 5, 2, "z+zz"), ("reupload", 4, 3, "z+zz"),
+          ("noent", 4, 2, "z+zz"), ("reference", 4, 1, "z+zz")]
+
+
+@pytest.mark.parametrize("variant,n,L,readout", CASES)
+def test_fused_equals_mindquantum(variant, n, L, readout):
     spec = build_circuit(variant, n, L)
     rng = np.random.default_rng(n * 10 + L)
-    z, theta = rng.uniform(-3, 3, (3, n)), rng.uniform(-3, 3, spec.n_params)
-    f, g_enc, g_ans = _mindquantum(spec, z, theta)
+    z, theta = rng.uniform(-3, 3, (3, spec.n_encodings)), rng.uniform(-3, 3, spec.n_params)
+    f, g_enc, g_ans = _mindquantum(spec, z, theta, readout)
     for dtype, tol in ((np.complex128, 1e-9), (np.complex64, 1e-4)):
-        sim = FusedCircuit(spec, dtype=dtype)
+        sim = FusedCircuit(spec, dtype=dtype, readout=readout)
         e, tape = sim.forward(z, theta)
         w = rng.normal(size=e.shape)
         gz, gtheta = sim.backward(tape, w)
-        assert np.abs(e - f).max() < tol
+        assert e.shape == f.shape and np.abs(e - f).max() < tol
         assert np.abs(gz - np.einsum("bh,bhe->be", w, g_enc)).max() < tol
         assert np.abs(gtheta - np.einsum("bh,bhp->p", w, g_ans)).max() < tol
         assert np.abs(sim.forward(z, theta, grad=False) - f).max() < tol  # inference path

@@ -28,6 +28,7 @@ from pipeline.publish import MANIFEST, is_complete, key_lock, publish_dir
 from stages.report import paper as P
 from stages.report import tables as T
 from stages.report.distill import distillation_section
+from stages.report.standing import standing_section
 from stages.report.runs import (METRICS, NOISE, NoiseEval, Run, Teacher, file_digest, load_noise, load_runs,
                                 load_teachers)
 
@@ -280,6 +281,9 @@ def write_report(out: Path, runs: list[Run], teachers: dict[str, Teacher], paper
           "was chosen on validation. See docs/report.md for how to read this report.", ""]
     if skipped:
         md += ["Skipped (incomplete or unreadable) runs: " + "; ".join(skipped) + ".", ""]
+    standing, figures = standing_section(runs, teachers, out)
+    md += standing
+    written += figures
     md += distillation_section(runs, teachers)
     md += data_section(teachers) + [""] + hardware_section(runs, teachers) + [""]
     md += differences_section(runs, teachers) + [""]

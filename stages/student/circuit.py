@@ -14,6 +14,12 @@ Variants (per ansatz layer; n qubits):
   7n−5 parameters per layer (72 for n = 11).
 - ``u3``: RZ·RY·RZ on every qubit (a general single-qubit unitary up to phase), then the
   paper's CNOT chain. 3n parameters per layer.
+- ``noent``: ``paper`` with every entangling gate (ZZ, CNOT) removed: RY, RZ on every qubit.
+  2n parameters per layer; a product state, so ⟨Z_i⟩ is a classical function of z_i alone.
+- ``reupload``: ``paper`` with the encoding RX(z_i) repeated before every layer (data
+  re-uploading); the model scales each layer's angles separately. n·L encoding angles.
+- ``parallel:K``: K registers of ``paper`` side by side (K·n qubits, no gate between registers),
+  each register with its own encoder angles.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.config import PARALLEL, parallel_registers
 from pipeline.errors import QdllmError
 
 ROTATIONS = ("RX", "RY", "RZ", "ZZ")
@@ -45,6 +52,11 @@ class CircuitSpec:
     n_layers: int
     gates: tuple[Gate, ...]
     n_params: int
+
+    @property
+    def n_encodings(self) -> int:
+        """How many encoding angles an example binds (n, or n·L when the encoding is re-uploaded)."""
+        return 1 + max((g.encoding for g in self.gates if g.encoding is not None), default=-1)
 
     @property
     def encoding(self) -> tuple[Gate, ...]:
@@ -112,21 +124,41 @@ def u3_layer(b: _Builder, n: int) -> None:
         b.cnot(q, q + 1)
 
 
-LAYERS = {"paper": paper_layer, "reference": reference_layer, "u3": u3_layer}
+def noent_layer(b: _Builder, n: int) -> None:
+    """The paper layer without its entangling gates (Bowles et al.'s ablation): RY and RZ on every qubit."""
+    for q in range(n):
+        b.rot("RY", q)
+    for q in range(n):
+        b.rot("RZ", q)
+
+
+LAYERS = {"paper": paper_layer, "reference": reference_layer, "u3": u3_layer, "noent": noent_layer,
+          "reupload": paper_layer}
 
 
 def build_circuit(variant: str = "paper", n_qubits: int = 11, n_layers: int = 2) -> CircuitSpec:
-    """Encoding RX(z_i) on every qubit, then ``n_layers`` ansatz layers of ``variant``."""
-    if variant not in LAYERS:
-        raise QdllmError(f"Unknown circuit variant {variant!r}: use one of {', '.join(LAYERS)}.")
+    """Encoding RX(z_i) on every qubit (before every layer for ``reupload``), then ``n_layers`` ansatz layers of
+    ``variant``; ``parallel:K`` is K registers of the paper circuit on qubits r·n .. r·n + n − 1."""
+    k = parallel_registers(variant) if variant.startswith(PARALLEL) else 1
+    layer = LAYERS.get("paper" if k > 1 else variant)
+    if layer is None or (variant.startswith(PARALLEL) and k < 2):
+        raise QdllmError(f"Unknown circuit variant {variant!r}: use one of {', '.join(LAYERS)} or {PARALLEL}K.")
     if n_qubits < (2 if variant == "reference" else 1) or n_layers < 0:
         raise QdllmError(f"The {variant} circuit needs at least {2 if variant == 'reference' else 1} qubits "
                          "and 0 or more layers; change --qubits or --layers.")
     b = _Builder()
-    b.gates = [Gate("RX", (q,), encoding=q) for q in range(n_qubits)]
-    for _ in range(n_layers):
-        LAYERS[variant](b, n_qubits)
-    return CircuitSpec(variant, n_qubits, n_layers, tuple(b.gates), b.n_params)
+    b.gates = [Gate("RX", (q,), encoding=q) for q in range(k * n_qubits)]  # every register's encoding first
+    for r in range(k):
+        start = len(b.gates)
+        for layer_index in range(n_layers):
+            if variant == "reupload" and layer_index:
+                b.gates += [Gate("RX", (q,), encoding=layer_index * n_qubits + q) for q in range(n_qubits)]
+            layer(b, n_qubits)
+        if r:  # move this register's gates onto its own qubits
+            off = r * n_qubits
+            b.gates[start:] = [Gate(g.kind, tuple(q + off for q in g.qubits), g.param, g.encoding)
+                               for g in b.gates[start:]]
+    return CircuitSpec(variant, k * n_qubits, n_layers, tuple(b.gates), b.n_params)
 
 
 # ---------------------------------------------------------------- MindQuantum
@@ -144,20 +176,20 @@ def to_mindquantum(spec: CircuitSpec):
     """The MindQuantum circuit: encoder parameters ``z{i}``, ansatz parameters ``theta{k}``."""
     from mindquantum.core.circuit import Circuit
     from mindquantum.core.gates import RX, RY, RZ, Rzz, X
+    from mindquantum.core.parameterresolver import ParameterResolver
 
-    enc, ans = Circuit(), Circuit()
+    circuit = Circuit()
     kinds = {"RX": RX, "RY": RY, "RZ": RZ, "ZZ": Rzz}
-    for g in spec.gates:
+    for g in spec.gates:  # in order: re-uploaded encodings sit between ansatz layers
         if g.kind == "CNOT":
-            ans += X.on(g.qubits[1], g.qubits[0])
+            circuit += X.on(g.qubits[1], g.qubits[0])
             continue
-        name = enc_name(g.encoding) if g.encoding is not None else param_name(g.param)
-        gate = kinds[g.kind](name).on(list(g.qubits) if g.kind == "ZZ" else g.qubits[0])
         if g.encoding is not None:
-            enc += gate
+            angle = ParameterResolver(enc_name(g.encoding)).as_encoder()
         else:
-            ans += gate
-    return enc.as_encoder() + ans.as_ansatz()
+            angle = ParameterResolver(param_name(g.param)).as_ansatz()
+        circuit += kinds[g.kind](angle).on(list(g.qubits) if g.kind == "ZZ" else g.qubits[0])
+    return circuit
 
 
 def observables(n: int):
@@ -218,8 +250,8 @@ def _header(version: str, spec: CircuitSpec, what: str) -> list[str]:
 
 def _encoding_values(spec: CircuitSpec, z) -> np.ndarray:
     z = np.asarray(z, dtype=np.float64)
-    if z.shape != (spec.n_qubits,):
-        raise ValueError(f"the circuit encodes {spec.n_qubits} angles, got {z.shape}")
+    if z.shape != (spec.n_encodings,):
+        raise ValueError(f"the circuit encodes {spec.n_encodings} angles, got {z.shape}")
     return z
 
 
@@ -239,15 +271,15 @@ def to_qasm(spec: CircuitSpec, theta: np.ndarray) -> str:
     once, with every encoding angle 0.0, and every qubit is measured. Replace the zeros with an example's
     z = W e + b, or let ``qdllm student export`` write one bound circuit per example.
     """
-    n = spec.n_qubits
-    zs = ", ".join(enc_name(i) for i in range(n))
+    n, m = spec.n_qubits, spec.n_encodings
+    zs = ", ".join(enc_name(i) for i in range(m))
     qs = ", ".join(f"q{i}" for i in range(n))
     body = _gate_lines(spec, theta, enc_name, lambda q: f"q{q}")
     return "\n".join(_header("2.0", spec, "template: replace the 0.0 arguments of qdllm_student with an example's "
                                              "encoding angles z_i = (W e + b)_i.")
                      + [f"gate qdllm_student({zs}) {qs}", "{", *(f"  {line}" for line in body), "}",
                         f"qreg q[{n}];", f"creg c[{n}];",
-                        f"qdllm_student({', '.join(['0.0'] * n)}) {', '.join(f'q[{i}]' for i in range(n))};",
+                        f"qdllm_student({', '.join(['0.0'] * m)}) {', '.join(f'q[{i}]' for i in range(n))};",
                         "measure q -> c;", ""])
 
 
@@ -257,7 +289,7 @@ def to_qasm3(spec: CircuitSpec, theta: np.ndarray, z=None, comment: str = "") ->
     n = spec.n_qubits
     if z is None:
         what = comment or "one circuit for every example: bind the inputs z_i = (W e + b)_i of an example."
-        inputs, enc = [f"input float[64] {enc_name(i)};" for i in range(n)], enc_name
+        inputs, enc = [f"input float[64] {enc_name(i)};" for i in range(spec.n_encodings)], enc_name
     else:
         values = _encoding_values(spec, z)
         what = comment or "one example: its encoding angles z_i = (W e + b)_i are bound in the rx gates first."

@@ -168,7 +168,7 @@ def write_examples(out: Path, fmt: str, best: Checkpoint, names: list[str], exam
 
     model, flat = best.model, best.weights
     p = model.unpack(flat)
-    z = model.prepare(examples.x) @ p["enc_w"] + p["enc_b"]
+    z = model.encoding_angles(flat, examples.x)
     theta = p["theta"]
     exact = FusedCircuit(model.spec).forward(z, theta, grad=False)  # complex128: the reference <Z_i>
     logits = predict_logits(model, flat, examples.x)  # what `qdllm student predict` gives

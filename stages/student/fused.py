@@ -71,7 +71,7 @@ class PrefixStage:
 
 @dataclass
 class Block:
-    kind: str  # diag | rot | perm
+    kind: str  # diag | rot | perm | enc
     qubits: set[int] = field(default_factory=set)
     gates: list[Gate] = field(default_factory=list)
     # compiled
@@ -85,15 +85,14 @@ class Block:
 def _commutes(block: Block, g: Gate) -> bool:
     if not block.qubits & set(g.qubits):
         return True
-    kind = "perm" if g.kind == "CNOT" else ("rot" if g.kind == "RY" else "diag")
-    if kind == "diag" and block.kind == "diag":
-        return True
-    if kind == "rot" and block.kind == "rot":  # RY on the same qubit commute with each other
-        return True
-    return False
+    kind = _gate_kind(g)
+    # diagonal gates commute; so do RY on one qubit, and RX (re-uploaded encodings) on one qubit
+    return kind == block.kind and kind in ("diag", "rot", "enc")
 
 
 def _gate_kind(g: Gate) -> str:
+    if g.encoding is not None:
+        return "enc"  # a re-uploaded encoding RX(z): its angle differs per example
     if g.kind == "CNOT":
         return "perm"
     if g.kind in ("RZ", "ZZ"):
@@ -106,7 +105,7 @@ def _gate_kind(g: Gate) -> str:
 class FusedCircuit:
     """Compiled simulator for one circuit spec. ``forward`` → ⟨Z_q⟩, ``backward`` → gradients."""
 
-    def __init__(self, spec: CircuitSpec, group: int = 4, dtype=np.complex128):
+    def __init__(self, spec: CircuitSpec, group: int = 4, dtype=np.complex128, readout: str = "z"):
         self.spec = spec
         self.complex = np.dtype(dtype)
         self.real = np.dtype(np.float32 if self.complex == np.complex64 else np.float64)
@@ -115,6 +114,10 @@ class FusedCircuit:
         self.dim = 2**n
         table = bits(n)
         self.z_signs = (1 - 2 * table).astype(np.float64)  # (2^n, n): eigenvalue of Z_q
+        # the readout's diagonal observables: Z_q, then (z+zz) Z_q Z_q+1 for neighbours
+        self.observables = self.z_signs if readout == "z" else np.hstack(
+            [self.z_signs, self.z_signs[:, :-1] * self.z_signs[:, 1:]])
+        self.n_outputs = self.observables.shape[1]
         prefix, rest = self._split_prefix(spec)
         self.prefix = prefix
         self.blocks = self._compile(rest, table)
@@ -126,7 +129,7 @@ class FusedCircuit:
                 read_idx = b.perm[read_idx]  # psi_final[x] = psi[b.perm[...read_idx[x]]]
         self.basis = read_idx  # basis state x (qubit 0 the least significant bit) sits at position basis[x]
         inv = np.argsort(read_idx)
-        self.readout = np.ascontiguousarray(self.z_signs[inv])
+        self.readout = np.ascontiguousarray(self.observables[inv])
         self.readout2 = np.repeat(self.readout, 2, axis=0).astype(self.real)  # for the interleaved re/im view
         self.groups = [(lo, min(group, n - lo)) for lo in range(0, n, group)]
         self._jhat = {lo: self._generator_matrices(g) for lo, g in self.groups}
@@ -136,11 +139,14 @@ class FusedCircuit:
     @staticmethod
     def _split_prefix(spec: CircuitSpec) -> tuple[list[PrefixStage], list[Gate]]:
         n = spec.n_qubits
+        lead = spec.gates[:n]
+        if [(g.kind, g.qubits, g.encoding) for g in lead] != [("RX", (q,), q) for q in range(n)]:
+            raise ValueError("the fused simulator needs the circuit to start with RX(z_q) on every qubit q")
         entangled: set[int] = set()
         per_qubit: list[list[Gate]] = [[] for _ in range(n)]
         rest: list[Gate] = []
-        for g in spec.ansatz:
-            if len(g.qubits) == 1 and g.qubits[0] not in entangled:
+        for g in spec.gates[n:]:  # ansatz gates and re-uploaded encodings, in order
+            if len(g.qubits) == 1 and g.qubits[0] not in entangled and g.encoding is None:
                 per_qubit[g.qubits[0]].append(g)
             else:
                 entangled.update(g.qubits)
@@ -188,7 +194,7 @@ class FusedCircuit:
                 b.rot_params = {}
                 for g in b.gates:
                     b.rot_params.setdefault(g.qubits[0], []).append(g.param)
-            else:
+            elif b.kind == "perm":
                 base = np.arange(self.dim)
                 idx = base
                 for g in b.gates:  # psi'[x] = psi[x ^ (bit_c(x) << t)], composed in order
@@ -268,6 +274,14 @@ class FusedCircuit:
         if not mats:
             np.copyto(dst, src)
 
+    def _rx(self, src: np.ndarray, dst: np.ndarray, q: int, c: np.ndarray, s: np.ndarray) -> None:
+        """dst = RX(a) on qubit q of src, a per example: c = cos(a/2), s = sin(a/2), shape (B,)."""
+        B = len(src)
+        a, d = src.reshape(B, -1, 2, 2**q), dst.reshape(B, -1, 2, 2**q)
+        c, s = c.astype(self.real)[:, None, None], s.astype(self.real)[:, None, None]
+        d[:, :, 0] = c * a[:, :, 0] - 1j * s * a[:, :, 1]
+        d[:, :, 1] = c * a[:, :, 1] - 1j * s * a[:, :, 0]
+
     # ------------------------------------------------------------ forward / backward
 
     def prefix_vectors(self, z: np.ndarray, theta: np.ndarray) -> list[np.ndarray]:
@@ -290,7 +304,7 @@ class FusedCircuit:
         theta = np.asarray(theta, dtype=np.float64)
         B = len(z)
         ws = self._workspace(B, grad)
-        vs = self.prefix_vectors(z, theta)
+        vs = self.prefix_vectors(z[:, :self.n], theta)
         v = vs[-1].astype(self.complex)
         partial = ws["partial"]
         partial[0][:] = v[:, self.n - 1, :]
@@ -311,6 +325,14 @@ class FusedCircuit:
                 ms = self._rot_matrices(b, theta)
                 mats.append(ms)
                 self._rot(src, dst, ms, tmp)
+            elif b.kind == "enc":
+                mats.append(None)
+                cur = src
+                for k, g in enumerate(b.gates):
+                    out = dst if k == len(b.gates) - 1 else tmp[k % 2]
+                    a = z[:, g.encoding]
+                    self._rx(cur, out, g.qubits[0], np.cos(a / 2), np.sin(a / 2))
+                    cur = out
             else:
                 mats.append(None)
                 take_columns(src, b.perm, dst)
@@ -320,7 +342,7 @@ class FusedCircuit:
         e = (probs @ self.readout2).astype(np.float64)
         if not grad:
             return e
-        return e, (vs, mats, theta, ws)
+        return e, (vs, mats, theta, ws, z)
 
     def probabilities(self, z: np.ndarray, theta: np.ndarray) -> np.ndarray:
         """Outcome probabilities of every computational basis state, (B, 2^n) float64; qubit 0 is the least
@@ -330,11 +352,12 @@ class FusedCircuit:
         return probs.reshape(len(z), self.dim, 2).sum(axis=2, dtype=np.float64)[:, self.basis]
 
     def backward(self, tape, grad_e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Gradients of Σ grad_e·⟨Z⟩ with respect to the encoding angles (B, n) and θ (P,)."""
-        vs, mats, theta, ws = tape
+        """Gradients of Σ grad_e·readout with respect to the encoding angles (B, E) and θ (P,)."""
+        vs, mats, theta, ws, z = tape
         B = len(grad_e)
         states, tmp = ws["states"], ws["tmp"]
         gtheta = np.zeros(self.spec.n_params)
+        gz = np.zeros((B, self.spec.n_encodings))
         x = states[len(self.blocks)]
         gp = (grad_e @ self.readout.T).astype(self.real)  # (B, 2^n): ∂L/∂|ψ_x|²
         lam, spare = tmp[0], tmp[1]
@@ -357,6 +380,18 @@ class FusedCircuit:
                             np.add.at(gtheta, b.rot_params[lo + j], gq[j])
                 self._rot(lam, spare, [(lo, g, m.T) for lo, g, m in reversed(mats[i])], [tmp[2], tmp[2]])
                 lam, spare = spare, lam
+            elif b.kind == "enc":  # per example: ∂L/∂a = ½ Σ_x Im(conj(λ_x) ψ_{x with bit q flipped})
+                psi, scratch = psi.copy(), np.empty_like(psi)
+                for g in reversed(b.gates):
+                    q, a = g.qubits[0], z[:, g.encoding]
+                    flipped = psi.reshape(B, -1, 2, 2**q)[:, :, ::-1, :]
+                    gz[:, g.encoding] += 0.5 * np.imag(np.conj(lam.reshape(B, -1, 2, 2**q)) * flipped).sum(
+                        axis=(1, 2, 3))
+                    c, sn = np.cos(a / 2), -np.sin(a / 2)  # RX(a)† = RX(-a) takes λ and ψ back past the gate
+                    self._rx(psi, scratch, q, c, sn)
+                    psi, scratch = scratch, psi
+                    self._rx(lam, spare, q, c, sn)
+                    lam, spare = spare, lam
             else:
                 take_columns(lam, b.inv, spare)
                 lam, spare = spare, lam
@@ -385,5 +420,5 @@ class FusedCircuit:
             angles = np.where(mask, theta[np.maximum(st.params, 0)], 0.0)
             lv = np.einsum("qji,bqj->bqi", rotation(st.kind, angles).conj(), lv)
         # encoding RX(z): v = [cos z/2, -i sin z/2], dv/dz = -i/2·X·v
-        gz = 0.5 * np.imag(np.conj(lv) * vs[0][..., ::-1]).sum(axis=2)
+        gz[:, :self.n] += 0.5 * np.imag(np.conj(lv) * vs[0][..., ::-1]).sum(axis=2)
         return gz, gtheta

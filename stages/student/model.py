@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from pipeline.config import parallel_registers
 from stages.student.circuit import build_circuit
 from stages.student.fused import FusedCircuit
 
@@ -23,6 +24,9 @@ def minmax10(x: np.ndarray) -> np.ndarray:
     """The authors' input scaling: each example's features min-max scaled to [0, 10]."""
     lo, hi = x.min(axis=1, keepdims=True), x.max(axis=1, keepdims=True)
     return 10.0 * (x - lo) / np.where(hi > lo, hi - lo, 1.0)
+
+
+DECAYED = ("enc_w", "head_w", "w", "w1", "w2")  # weight matrices (weight decay); never biases, scales or angles
 
 
 class FlatModel:
@@ -63,46 +67,157 @@ class FlatModel:
     def logits(self, flat: np.ndarray, x: np.ndarray) -> np.ndarray:
         return self.forward(flat, x, grad=False)
 
+    def parameter_groups(self) -> dict[str, int]:
+        """Trainable parameters by kind: classical (encoder, head, hidden layers) and circuit angles."""
+        return {"classical": self.size, "circuit": 0}
+
+    def decay_mask(self) -> np.ndarray:
+        """1 on the weight matrices weight decay applies to, 0 on biases, scales and circuit angles."""
+        mask = np.zeros(self.size)
+        for name in DECAYED:
+            if name in self.slices:
+                mask[self.slices[name]] = 1.0
+        return mask
+
 
 class QuantumStudent(FlatModel):
+    """Linear(D→K·n) → (× per-angle scale) → K registers of the circuit → readouts (⟨Z_i⟩, optionally ⟨Z_i Z_i+1⟩)
+    concatenated → Dense(→C). K = 1 but for ``parallel:K``; ``reupload`` encodes before every layer, each layer
+    with its own scales of the same encoder's angles."""
+
     def __init__(self, dim: int, num_classes: int, variant: str = "paper", n_qubits: int = 11, n_layers: int = 2,
-                 input_scaling: str = "none"):
-        self.spec = build_circuit(variant, n_qubits, n_layers)
-        self.sim = FusedCircuit(self.spec, dtype=np.complex64)  # MindSpore's Adam is float32 anyway; half the memory traffic
-        n = n_qubits
-        super().__init__({"enc_w": (dim, n), "enc_b": (n,), "theta": (self.spec.n_params,),
-                          "head_w": (n, num_classes), "head_b": (num_classes,)}, input_scaling)
+                 input_scaling: str = "none", readout: str = "z", encoding_scale: bool = False):
+        self.registers = parallel_registers(variant)
+        self.spec = build_circuit(variant, n_qubits, n_layers)  # the whole circuit (K registers side by side)
+        self.register = build_circuit(variant if self.registers == 1 else "paper", n_qubits, n_layers)
+        # MindSpore's Adam is float32 anyway; complex64 halves the memory traffic
+        self.readout = readout
+        self.sim = FusedCircuit(self.register, dtype=np.complex64, readout=readout)
+        n, k = n_qubits, self.registers
+        self.n_enc = self.register.n_encodings // n  # encodings of each angle (L for reupload, else 1)
+        shapes = {"enc_w": (dim, k * n), "enc_b": (k * n,)}
+        if encoding_scale:
+            shapes["enc_scale"] = (k * self.register.n_encodings,)
+        shapes |= {"theta": (k * self.register.n_params,), "head_w": (k * self.sim.n_outputs, num_classes),
+                   "head_b": (num_classes,)}
+        super().__init__(shapes, input_scaling)
         self.dim, self.num_classes = dim, num_classes
 
     def init(self, rng: np.random.Generator) -> np.ndarray:
-        n = self.spec.n_qubits
-        return self.pack({
-            "enc_w": self.dense_init(rng, self.dim, (self.dim, n)),
-            "enc_b": self.dense_init(rng, self.dim, (n,)),
-            "theta": rng.normal(0.0, 0.1, self.spec.n_params),  # near identity: trains far better than uniform
-            "head_w": self.dense_init(rng, n, (n, self.num_classes)),
-            "head_b": self.dense_init(rng, n, (self.num_classes,)),
-        })
+        parts = {
+            "enc_w": self.dense_init(rng, self.dim, self.shapes["enc_w"]),
+            "enc_b": self.dense_init(rng, self.dim, self.shapes["enc_b"]),
+            "theta": rng.normal(0.0, 0.1, self.shapes["theta"]),  # near identity: trains far better than uniform
+            "head_w": self.dense_init(rng, self.shapes["head_w"][0], self.shapes["head_w"]),
+            "head_b": self.dense_init(rng, self.shapes["head_w"][0], self.shapes["head_b"]),
+        }
+        if "enc_scale" in self.shapes:
+            parts["enc_scale"] = np.ones(self.shapes["enc_scale"])
+        return self.pack(parts)
+
+    def _angles(self, p: dict, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Encoding angles of every register (B, K·E), unscaled and scaled: u = x W + b repeated per encoding layer,
+        times the scales."""
+        B, n = len(u), self.register.n_qubits
+        z0 = np.repeat(u.reshape(B, self.registers, 1, n), self.n_enc, axis=2).reshape(B, -1)
+        return z0, (z0 * p["enc_scale"] if "enc_scale" in p else z0)
+
+    def _split(self, a: np.ndarray, size: int) -> list[np.ndarray]:
+        return [a[..., r * size:(r + 1) * size] for r in range(self.registers)]
 
     def forward(self, flat, x, grad: bool = True):
         p = self.unpack(flat)
         x = self.prepare(x)
-        z = x @ p["enc_w"] + p["enc_b"]
+        u = x @ p["enc_w"] + p["enc_b"]
+        z0, z = self._angles(p, u)
+        zs, thetas = self._split(z, self.register.n_encodings), self._split(p["theta"], self.register.n_params)
         if not grad:
-            return self.sim.forward(z, p["theta"], grad=False) @ p["head_w"] + p["head_b"]
-        e, tape = self.sim.forward(z, p["theta"])
-        return e @ p["head_w"] + p["head_b"], (p, x, e, tape)
+            e = np.concatenate([self.sim.forward(zr, tr, grad=False) for zr, tr in zip(zs, thetas)], axis=1)
+            return e @ p["head_w"] + p["head_b"]
+        outs = [self.sim.forward(zr, tr) for zr, tr in zip(zs, thetas)]
+        e = np.concatenate([o[0] for o in outs], axis=1)
+        # a register's tape points into the simulator's workspace: keep copies when several registers share it
+        tapes = [o[1] for o in outs] if self.registers == 1 else None
+        return e @ p["head_w"] + p["head_b"], (p, x, u, z0, z, e, tapes)
 
     def backward(self, cache, g_logits: np.ndarray) -> np.ndarray:
-        p, x, e, tape = cache
+        p, x, u, z0, z, e, tapes = cache
         g_e = g_logits @ p["head_w"].T
-        gz, gtheta = self.sim.backward(tape, g_e)
-        return self.pack({"enc_w": x.T @ gz, "enc_b": gz.sum(0), "theta": gtheta,
-                          "head_w": e.T @ g_logits, "head_b": g_logits.sum(0)})
+        zs, thetas = self._split(z, self.register.n_encodings), self._split(p["theta"], self.register.n_params)
+        gz, gtheta = [], []
+        for r, (zr, tr, ge) in enumerate(zip(zs, thetas, self._split(g_e, self.sim.n_outputs))):
+            tape = tapes[r] if tapes is not None else self.sim.forward(zr, tr)[1]  # recompute: shared workspace
+            a, b = self.sim.backward(tape, ge)
+            gz.append(a)
+            gtheta.append(b)
+        gz = np.concatenate(gz, axis=1)
+        grads = {"theta": np.concatenate(gtheta), "head_w": e.T @ g_logits, "head_b": g_logits.sum(0)}
+        if "enc_scale" in p:
+            grads["enc_scale"] = (gz * z0).sum(0)
+            gz = gz * p["enc_scale"]
+        B, n = len(u), self.register.n_qubits
+        gu = gz.reshape(B, self.registers, self.n_enc, n).sum(axis=2).reshape(B, -1)
+        grads |= {"enc_w": x.T @ gu, "enc_b": gu.sum(0)}
+        return self.pack(grads)
+
+    def encoding_angles(self, flat, x) -> np.ndarray:
+        """The angles an example binds in the circuit's encoding gates, (B, K·E): z = (scale(e) W + b) · enc_scale."""
+        p = self.unpack(flat)
+        return self._angles(p, self.prepare(x) @ p["enc_w"] + p["enc_b"])[1]
 
     def expectations(self, flat, x) -> np.ndarray:
+        """The circuit's readouts (B, K·outputs) before the head."""
         p = self.unpack(flat)
-        return self.sim.forward(self.prepare(x) @ p["enc_w"] + p["enc_b"], p["theta"], grad=False)
+        _, z = self._angles(p, self.prepare(x) @ p["enc_w"] + p["enc_b"])
+        zs, thetas = self._split(z, self.register.n_encodings), self._split(p["theta"], self.register.n_params)
+        return np.concatenate([self.sim.forward(zr, tr, grad=False) for zr, tr in zip(zs, thetas)], axis=1)
+
+    def parameter_groups(self) -> dict[str, int]:
+        circuit = self.shapes["theta"][0]
+        return {"classical": self.size - circuit, "circuit": circuit}
+
+
+class Twin(FlatModel):
+    """The dequantised twin of a quantum student: its encoder and head around the classical map the circuit
+    reduces to without entanglement. A product state's ⟨Z_i⟩ after RX(z_i) and single-qubit rotations is
+    a_i·cos z_i + b_i·sin z_i = r_i·cos(z_i − φ_i); the encoder's bias absorbs φ_i and the head r_i, so the map is
+    cos(z_i): Linear(D→n) → (× scale) → cos → Dense(n→C)."""
+
+    def __init__(self, dim: int, num_classes: int, n_qubits: int = 11, input_scaling: str = "none",
+                 encoding_scale: bool = False):
+        shapes = {"enc_w": (dim, n_qubits), "enc_b": (n_qubits,)}
+        if encoding_scale:
+            shapes["enc_scale"] = (n_qubits,)
+        shapes |= {"head_w": (n_qubits, num_classes), "head_b": (num_classes,)}
+        super().__init__(shapes, input_scaling)
+        self.dim, self.num_classes, self.n = dim, num_classes, n_qubits
+
+    def init(self, rng):
+        parts = {"enc_w": self.dense_init(rng, self.dim, (self.dim, self.n)),
+                 "enc_b": self.dense_init(rng, self.dim, (self.n,)),
+                 "head_w": self.dense_init(rng, self.n, (self.n, self.num_classes)),
+                 "head_b": self.dense_init(rng, self.n, (self.num_classes,))}
+        if "enc_scale" in self.shapes:
+            parts["enc_scale"] = np.ones(self.n)
+        return self.pack(parts)
+
+    def forward(self, flat, x, grad: bool = True):
+        p = self.unpack(flat)
+        x = self.prepare(x)
+        u = x @ p["enc_w"] + p["enc_b"]
+        z = u * p["enc_scale"] if "enc_scale" in p else u
+        c = np.cos(z)
+        out = c @ p["head_w"] + p["head_b"]
+        return out if not grad else (out, (p, x, u, z, c))
+
+    def backward(self, cache, g):
+        p, x, u, z, c = cache
+        gz = -(g @ p["head_w"].T) * np.sin(z)
+        grads = {"head_w": c.T @ g, "head_b": g.sum(0)}
+        if "enc_scale" in p:
+            grads["enc_scale"] = (gz * u).sum(0)
+            gz = gz * p["enc_scale"]
+        return self.pack(grads | {"enc_w": x.T @ gz, "enc_b": gz.sum(0)})
 
 
 class LogReg(FlatModel):
@@ -158,11 +273,16 @@ class MLP(FlatModel):
 
 def build_model(cfg, dim: int, num_classes: int) -> FlatModel:
     """The student a ``StudentConfig`` describes; the MLP matches the quantum student's parameter count."""
+    scale = getattr(cfg, "encoding_scale", False)
     if cfg.model == "quantum":
-        return QuantumStudent(dim, num_classes, cfg.variant, cfg.n_qubits, cfg.n_layers, cfg.input_scaling)
+        return QuantumStudent(dim, num_classes, cfg.variant, cfg.n_qubits, cfg.n_layers, cfg.input_scaling,
+                              getattr(cfg, "readout", "z"), scale)
+    if cfg.model == "twin":
+        return Twin(dim, num_classes, cfg.n_qubits, cfg.input_scaling, scale)
     if cfg.model == "logreg":
         return LogReg(dim, num_classes, cfg.input_scaling)
-    target = QuantumStudent(dim, num_classes, cfg.variant, cfg.n_qubits, cfg.n_layers).size
+    target = QuantumStudent(dim, num_classes, cfg.variant, cfg.n_qubits, cfg.n_layers,
+                            readout=getattr(cfg, "readout", "z"), encoding_scale=scale).size
     return MLP(dim, num_classes, MLP.hidden_for(dim, num_classes, target), cfg.input_scaling)
 
 
@@ -179,7 +299,8 @@ MINDSPORE_ENV = {"GLOG_v": "3", "MS_DEV_HOST_BLOCKING_RUN": "1"}
 class AdamParameters:
     """MindSpore holds the flat parameter vector and applies Adam to NumPy gradients."""
 
-    def __init__(self, flat: np.ndarray, lr: float):
+    def __init__(self, flat: np.ndarray, lr: float | list[float]):
+        """``lr``: one rate, or one per step (a schedule; MindSpore indexes it by its step counter)."""
         for k, v in MINDSPORE_ENV.items():
             os.environ.setdefault(k, v)
         import mindspore as ms

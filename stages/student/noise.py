@@ -101,9 +101,8 @@ def _rng(seed: int, shots: int, model: str) -> np.random.Generator:
 
 
 def _angles(ckpt: Checkpoint, x: np.ndarray) -> np.ndarray:
-    """The encoding angles z = scale(x) @ enc_w + enc_b of each example."""
-    p = ckpt.model.unpack(ckpt.weights)
-    return ckpt.model.prepare(x) @ p["enc_w"] + p["enc_b"]
+    """The encoding angles of each example (``QuantumStudent.encoding_angles``)."""
+    return ckpt.model.encoding_angles(ckpt.weights, x)
 
 
 def _logits(ckpt: Checkpoint, e: np.ndarray) -> np.ndarray:

@@ -90,12 +90,30 @@ def diverged(cfg, where: str) -> QdllmError:
                       f"{StudentConfig.temperature!r}).")
 
 
+def learning_rates(cfg, steps: int) -> float | list[float]:
+    """The learning rate of each of ``steps`` optimizer steps: ``cfg.lr`` throughout (``constant``), or a linear
+    warm-up from 0 over the first ``cfg.warmup`` of the steps, then a cosine or linear decay to 0."""
+    schedule = getattr(cfg, "schedule", "constant")
+    if schedule == "constant":
+        return float(cfg.lr)
+    warm = int(round(getattr(cfg, "warmup", 0.0) * steps))
+    out = []
+    for i in range(steps):
+        if i < warm:
+            out.append(cfg.lr * (i + 1) / warm)
+            continue
+        frac = (i - warm) / max(steps - warm, 1)  # 0 at the first decay step, → 1 at the end
+        out.append(cfg.lr * (0.5 * (1 + np.cos(np.pi * frac)) if schedule == "cosine" else 1 - frac))
+    return out
+
+
 def train_epoch(model, opt: AdamParameters, flat, data: Split, cfg, rng, on_batch=None, where: str = "in training"):
     """One pass over shuffled mini-batches; returns new weights, mean loss, accuracy. Stops at the first batch
     whose loss, gradient or new weights are not finite (``diverged``; ``where`` says which epoch and seed)."""
     one_blas_thread()
     order = rng.permutation(len(data.y))
     losses, correct = [], 0
+    decay = getattr(cfg, "weight_decay", 0.0) * model.decay_mask() if getattr(cfg, "weight_decay", 0.0) else None
     for start in range(0, len(order), cfg.batch_size):
         idx = order[start:start + cfg.batch_size]
         with np.errstate(all="ignore"):  # overflow is reported below, in one sentence, not as NumPy warnings
@@ -104,7 +122,8 @@ def train_epoch(model, opt: AdamParameters, flat, data: Split, cfg, rng, on_batc
                                    cfg.temperature)
             if not (np.isfinite(loss) and np.isfinite(g).all()):
                 raise diverged(cfg, where)
-            flat = opt.step(model.backward(cache, g))
+            grad = model.backward(cache, g)
+            flat = opt.step(grad if decay is None else grad + decay * flat)  # L2 on the weight matrices
         if not np.isfinite(flat).all():
             raise diverged(cfg, where)
         losses.append(loss * len(idx))
@@ -128,7 +147,8 @@ def train_seed(model: FlatModel, splits: dict[str, Split], cfg, seed: int, progr
     rng = np.random.default_rng(seed)
     train_rows = training_rows(splits, cfg)
     flat = model.init(rng)
-    opt = AdamParameters(flat, cfg.lr)
+    steps = cfg.epochs * -(-len(train_rows.y) // cfg.batch_size)
+    opt = AdamParameters(flat, learning_rates(cfg, steps))
     flat = opt.value()
     curves = {"epoch": [], "train_loss": [], "val_loss": [], "train_accuracy": [], "val_accuracy": []}
     best = (-1.0, np.inf)

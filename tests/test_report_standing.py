@@ -1,0 +1,96 @@
+"""The report's "Where the quantum student stands": the table, the figure, and sentences that say what the numbers
+say — a classical model of equal size doing better is said so."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_report import write_run, write_teacher
+
+from stages.report.runs import Run, load_teachers
+from stages.report.standing import contenders, standing_section, verdict
+
+
+def set_accuracy(cache: Path, key: str, test: tuple[float, float], val: float, params: dict | None = None) -> None:
+    """Pin a run's summary accuracy (mean, std) on test and its validation mean, and its parameter split."""
+    path = cache / "student" / key / "metrics.json"
+    m = json.loads(path.read_text())
+    m["summary"]["test"]["accuracy"] = {"mean": test[0], "std": test[1]}
+    m["summary"]["val"]["accuracy"] = {"mean": val, "std": 0.01}
+    if params:
+        m["parameters"] = params
+        m["trainable_params"] = sum(params.values())
+    path.write_text(json.dumps(m))
+
+
+def runs_of(cache: Path) -> list[Run]:
+    return [Run(p.name, p, json.loads((p / "manifest.json").read_text()), json.loads((p / "metrics.json").read_text()))
+            for p in sorted((cache / "student").iterdir())]
+
+
+@pytest.fixture
+def cache(tmp_path):
+    c = tmp_path / "cache"
+    t = write_teacher(c, "a" * 16, seed=1)
+    t["probe_ceiling"] = {"test": {"accuracy": 0.755}}
+    (c / "teacher" / ("a" * 16) / "manifest.json").write_text(json.dumps(t))
+    write_run(c, "1000000000000001", t, "quantum", seed=1)
+    write_run(c, "1000000000000002", t, "quantum", seed=2, variant="noent")
+    write_run(c, "1000000000000003", t, "twin", seed=3, params=4259)
+    write_run(c, "1000000000000004", t, "mlp", seed=4)
+    write_run(c, "1000000000000005", t, "logreg", seed=5)
+    write_run(c, "1000000000000006", t, "quantum", seed=6, loss="ce")  # a CE twin: not a contender
+    q = {"classical": 4259, "circuit": 64}
+    set_accuracy(c, "1000000000000001", (0.7257, 0.0070), 0.74, q)
+    set_accuracy(c, "1000000000000002", (0.7250, 0.0060), 0.73, {"classical": 4259, "circuit": 44})
+    set_accuracy(c, "1000000000000003", (0.7240, 0.0050), 0.72, {"classical": 4259, "circuit": 0})
+    set_accuracy(c, "1000000000000004", (0.7519, 0.0080), 0.76, {"classical": 4259, "circuit": 0})
+    set_accuracy(c, "1000000000000005", (0.7359, 0.0090), 0.75, {"classical": 770, "circuit": 0})
+    return c
+
+
+def test_a_classical_model_of_equal_size_that_does_better_is_named(cache):
+    runs = runs_of(cache)
+    teachers = load_teachers(runs)
+    (group,) = contenders(runs).values()
+    assert {r.key for r in group} == {f"100000000000000{i}" for i in range(1, 6)}  # the CE run is not one
+    text = " ".join(verdict("emotion", group, teachers["a" * 16]))
+    assert "a classical model of equal size does better: mlp" in text and "75.19 ± 0.80" in text
+    assert "72.57 ± 0.70" in text and "below it" in text  # under the probe ceiling of 75.50
+    assert "entanglement adds nothing measurable" in text  # paper vs noent within one std
+    assert "dequantised twin" in text and "+0.17 points" in text
+
+
+@pytest.mark.parametrize("test,word,probe", [
+    ((0.7560, 0.0050), "is level with", "at it"),  # 0.41 points from the MLP, within its std of 0.80
+    ((0.7637, 0.0041), "is above", "above it"),  # 1.18 points above the MLP, beyond both stds
+])
+def test_a_quantum_student_level_with_or_above_the_classical_one_is_said_so(cache, test, word, probe):
+    set_accuracy(cache, "1000000000000001", test, 0.77, {"classical": 4259, "circuit": 64})
+    runs = runs_of(cache)
+    (group,) = contenders(runs).values()
+    text = " ".join(verdict("emotion", group, load_teachers(runs)["a" * 16]))
+    assert f"{word} the best classical student of at most its size, mlp" in text
+    assert f"the quantum student is {probe}." in text and "does better" not in text
+
+
+def test_the_best_students_are_chosen_on_validation_not_test(cache):
+    # the noent run has the best test accuracy but the worse validation accuracy: the paper run is chosen
+    set_accuracy(cache, "1000000000000002", (0.80, 0.001), 0.70, {"classical": 4259, "circuit": 44})
+    runs = runs_of(cache)
+    (group,) = contenders(runs).values()
+    text = " ".join(verdict("emotion", group, load_teachers(runs)["a" * 16]))
+    assert "72.57 ± 0.70 % for the best quantum student, quantum (" in text
+
+
+def test_section_writes_a_table_and_a_figure(cache, tmp_path):
+    runs = runs_of(cache)
+    md, files = standing_section(runs, load_teachers(runs), tmp_path)
+    assert files == [f"standing-emotion-{'a' * 16}.png"]
+    assert (tmp_path / files[0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = "\n".join(md)
+    assert "| probe ceiling (logistic regression, CE) | classical |" in table
+    row = next(line for line in md[0:] for line in line.splitlines() if line.startswith("| twin |"))
+    assert "| dequantised | 4,259 | — |" in row
