@@ -110,7 +110,7 @@ def test_cli_trains_publishes_and_skips(isolated_dirs):
     r = run_cli("student", "--task", "thematic", *FAST)
     assert r.returncode == 0, r.stderr
     runs = sorted(p for p in (isolated_dirs / "cache" / "student").iterdir() if not p.name.startswith("."))
-    assert len(runs) == 3
+    assert len(runs) == 4  # the quantum student and its twin, logreg and MLP baselines
     kinds = set()
     for run in runs:
         manifest = json.loads((run / "manifest.json").read_text())
@@ -132,9 +132,9 @@ def test_cli_trains_publishes_and_skips(isolated_dirs):
         assert not list(run.glob("*.npz"))
         kinds.add(metrics["model"])
         assert (run / "circuit.qasm").is_file() == (metrics["model"] == "quantum")
-    assert kinds == {"quantum", "logreg", "mlp"}
+    assert kinds == {"quantum", "twin", "logreg", "mlp"}
     again = run_cli("student", "--task", "thematic", *FAST)
-    assert again.returncode == 0 and "0 student run(s) trained, 3 already complete" in again.stderr.replace("\n", " ")
+    assert again.returncode == 0 and "0 student run(s) trained, 4 already complete" in again.stderr.replace("\n", " ")
     assert sorted(p for p in (isolated_dirs / "cache" / "student").iterdir() if not p.name.startswith(".")) == runs
 
 
@@ -189,7 +189,7 @@ def test_unknown_input_scaling_is_rejected():
         StudentConfig(input_scaling="zscore")
 
 
-def test_ablations_vary_one_factor_at_a_time_and_compare_losses_with_classical_twins(monkeypatch):
+def test_ablations_cover_losses_circuits_and_the_trainer_with_baselines_beside_them(monkeypatch):
     from stages.student import cli
 
     seen = []
@@ -197,15 +197,23 @@ def test_ablations_vary_one_factor_at_a_time_and_compare_losses_with_classical_t
     cli.ablations(task=None, teacher_key=None, remote=None, seeds="0", full_grid=False)
     cli.ablations(task=None, teacher_key=None, remote=None, seeds="0", full_grid=True)
     default, full = seen
-    quantum = [(c.loss, c.n_layers, c.n_qubits, c.temperature) for c in default if c.model == "quantum"]
-    assert sorted(quantum) == sorted({("ce", 2, 11, 1.0), ("kl", 2, 11, 1.0), ("js", 2, 11, 1.0),
-                                      ("kl+js+ce", 2, 11, 1.0), ("kl+js+ce", 1, 11, 1.0), ("kl+js+ce", 4, 11, 1.0),
-                                      ("kl+js+ce", 2, 4, 1.0), ("kl+js+ce", 2, 8, 1.0), ("kl+js+ce", 2, 11, 2.0),
-                                      ("kl+js+ce", 2, 11, 4.0)})
-    classical = sorted((c.model, c.loss, c.temperature) for c in default if c.model != "quantum")
-    assert classical == sorted([(m, ls, 1.0) for m in ("logreg", "mlp") for ls in cli.ABLATION_LOSSES]
-                               + [(m, "kl+js+ce", T) for m in ("logreg", "mlp") for T in (2.0, 4.0)])
-    assert len({c for c in full if c.model == "quantum"}) == 108
+    assert len(default) == len(set(default))  # each run once
+    quantum = {c for c in default if c.model == "quantum"}
+    d = StudentConfig()
+    assert {c.loss for c in quantum} == set(cli.ABLATION_LOSSES) and {c.temperature for c in quantum} == {1.0, 2.0, 4.0}
+    circuits = {(c.variant, c.n_layers, c.schedule) for c in quantum}
+    assert circuits >= {(v, L, sc) for v in ("paper", "noent", "reupload", "u3", "reference") for L in (1, 2, 4)
+                        for sc in ("constant", "cosine")}  # variant × layers × schedule
+    assert {(c.lr, c.epochs) for c in quantum} == {(lr, ep) for lr in (0.02, 0.06, 0.2) for ep in (10, 20)}
+    # the baselines beside every loss, temperature, schedule and rate of the default circuit
+    for m in ("twin", "logreg", "mlp"):
+        mine = {c for c in default if c.model == m}
+        assert {c.loss for c in mine} == set(cli.ABLATION_LOSSES) and {c.schedule for c in mine} == {"constant", "cosine"}
+        assert {(c.lr, c.epochs) for c in mine} == {(lr, ep) for lr in (0.02, 0.06, 0.2) for ep in (10, 20)}
+        assert all(c.variant == d.variant and c.n_layers == d.n_layers for c in mine)
+    extra = {c for c in full if c.model == "quantum"} - quantum
+    assert {c.n_qubits for c in extra} >= {4, 8, 14} and {"parallel:2", "parallel:3"} <= {c.variant for c in extra}
+    assert len({c for c in full if c.model == "quantum"}) > len(quantum) + 100  # and the paper's grid of 108
 
 
 def test_jobs_2_gives_the_same_runs_bit_for_bit_as_jobs_1(tmp_path):
@@ -219,7 +227,7 @@ def test_jobs_2_gives_the_same_runs_bit_for_bit_as_jobs_1(tmp_path):
         assert r.returncode == 0, r.stderr
         assert f"on {jobs} worker(s)" in r.stderr.replace("\n", " ")
         results.append(run_results(root / "cache" / "student"))
-    assert len(results[0]) == 3 and results[0].keys() == results[1].keys()
+    assert len(results[0]) == 4 and results[0].keys() == results[1].keys()
     for key in results[0]:
         assert results[0][key] == results[1][key], key
 

@@ -28,9 +28,17 @@ Jobs = Annotated[Optional[int], typer.Option(
     help="Worker processes for the (config, seed) units (default and maximum: the cores this process may use).")]
 
 ABLATION_LOSSES = ("ce", "kl", "js", "kl+js+ce")
-ABLATION_LAYERS = (1, 2, 4)
-ABLATION_QUBITS = (4, 8, 11)
 ABLATION_TEMPERATURES = (1.0, 2.0, 4.0)  # the authors' code used T = 2
+# circuits: variant × layers × schedule (the circuit's contribution and the trainer's, from one cache)
+ABLATION_VARIANTS = ("paper", "noent", "reupload", "u3", "reference")
+ABLATION_LAYERS = (1, 2, 4)
+ABLATION_SCHEDULES = ("constant", "cosine")
+# the trainer's budget, chosen on validation: initial learning rate × epochs
+ABLATION_LRS = (0.02, 0.06, 0.2)
+ABLATION_EPOCHS = (10, 20)
+# --full-grid adds wider readouts and the paper's qubits/loss/temperature grid
+FULL_GRID_QUBITS = (4, 8, 11, 14)
+FULL_GRID_VARIANTS = ("parallel:2", "parallel:3")
 
 
 def _train_all(configs, task, teacher_key, remote, jobs: int | None = None) -> None:
@@ -43,11 +51,12 @@ def _train_all(configs, task, teacher_key, remote, jobs: int | None = None) -> N
     log.info("%d student run(s) trained, %d already complete", trained, skipped)
 
 
-def _classical_twins(cfg):
-    """The logreg and MLP baselines trained like ``cfg`` (same loss, seeds, selection) from the same cache."""
+def _baselines(cfg):
+    """The baselines trained like ``cfg`` (same loss, schedule, seeds, selection) from the same cache: the
+    dequantised twin (the quantum student's encoder and head around cos(z)), logreg, and the MLP of its size."""
     from dataclasses import replace
 
-    return [replace(cfg, model=m) for m in ("logreg", "mlp") if m != cfg.model]
+    return [replace(cfg, model=m) for m in ("twin", "logreg", "mlp") if m != cfg.model]
 
 
 @app.callback()
@@ -59,7 +68,7 @@ def student(
     teacher_key: KeySel = None,
     remote: Remote = None,
     classical: bool = typer.Option(True, "--classical/--no-classical",
-                                   help="Also train the logreg and mlp baselines (seconds; same loss and selection)."),
+                                   help="Also train the twin, logreg and mlp baselines (seconds; same loss and selection)."),
     ce_baseline: bool = typer.Option(True, "--ce-baseline/--no-ce-baseline",
                                      help="Also train every student with plain CE at the same settings: the report's "
                                           "distillation gain (skipped when --loss is ce)."),
@@ -72,7 +81,7 @@ def student(
     from dataclasses import replace
 
     bases = [student] + ([replace(student, loss="ce")] if ce_baseline and student.loss != "ce" else [])
-    configs = [c for b in bases for c in [b] + (_classical_twins(b) if classical else [])]
+    configs = [c for b in bases for c in [b] + (_baselines(b) if classical else [])]
     _train_all(configs, task, teacher_key, remote, jobs)
 
 
@@ -80,11 +89,13 @@ def student(
 @with_settings(student=StudentConfig)
 def ablations(student, ctx: typer.Context = None, task: TaskSel = None, teacher_key: KeySel = None, remote: Remote = None,
               jobs: Jobs = None, full_grid: bool = typer.Option(
-                  False, "--full-grid", help="All 4×3×3×3 combinations instead of one factor at a time.")) -> None:
-    """Loss {ce, kl, js, kl+js+ce} × layers {1, 2, 4} × qubits {4, 8, 11} × temperature {1, 2, 4}, one factor
-    varied at a time around the given settings (by default the declared ones): 4 + 2 + 2 + 2 = 10 quantum runs
-    per cache; ``--full-grid`` trains all 108. Each loss and temperature is also trained with the logreg and MLP
-    baselines, so the tables compare like with like."""
+                  False, "--full-grid", help="Also qubits {4, 8, 11, 14}, parallel:2/3 and the paper's loss × layers × "
+                                             "qubits × temperature grid.")) -> None:
+    """Around the given settings (by default the declared ones), from each cache: loss {ce, kl, js, kl+js+ce} and
+    temperature {1, 2, 4} one at a time; circuit variant {paper, noent, reupload, u3, reference} × layers {1, 2, 4}
+    × schedule {constant, cosine}; learning rate {0.02, 0.06, 0.2} × epochs {10, 20}. The twin, logreg and MLP
+    baselines are trained beside every loss, temperature, schedule and rate, so the tables compare like with like,
+    and the report picks rates and epochs on validation."""
     import itertools
     from dataclasses import replace
 
@@ -92,20 +103,21 @@ def ablations(student, ctx: typer.Context = None, task: TaskSel = None, teacher_
     task, teacher_key, remote, jobs = (task or given.get("task"), teacher_key or given.get("teacher_key"),
                                        remote or given.get("remote"), jobs or given.get("jobs"))
     base = student
+    quantum = [replace(base, loss=ls) for ls in ABLATION_LOSSES]
+    quantum += [replace(base, temperature=T) for T in ABLATION_TEMPERATURES]
+    quantum += [replace(base, variant=v, n_layers=L, schedule=sc)
+                for v, L, sc in itertools.product(ABLATION_VARIANTS, ABLATION_LAYERS, ABLATION_SCHEDULES)]
+    trainer = [replace(base, lr=lr, epochs=ep) for lr, ep in itertools.product(ABLATION_LRS, ABLATION_EPOCHS)]
+    trainer += [replace(base, schedule=sc) for sc in ABLATION_SCHEDULES]
     if full_grid:
-        grid = itertools.product(ABLATION_LOSSES, ABLATION_LAYERS, ABLATION_QUBITS, ABLATION_TEMPERATURES)
-    else:
-        b = (base.loss, base.n_layers, base.n_qubits, base.temperature)
-        grid = ([(ls, *b[1:]) for ls in ABLATION_LOSSES]
-                + [(b[0], L, *b[2:]) for L in ABLATION_LAYERS if L != base.n_layers]
-                + [(*b[:2], n, b[3]) for n in ABLATION_QUBITS if n != base.n_qubits]
-                + [(*b[:3], T) for T in ABLATION_TEMPERATURES if T != base.temperature])
-    configs = list(dict.fromkeys(replace(base, loss=ls, n_layers=L, n_qubits=n, temperature=T)
-                                 for ls, L, n, T in grid))
-    # the classical baselines with every loss (and every temperature of the default loss): like compared with like
-    configs += [twin for ls in ABLATION_LOSSES for twin in _classical_twins(replace(base, loss=ls))]
-    configs += [twin for T in ABLATION_TEMPERATURES if T != base.temperature
-                for twin in _classical_twins(replace(base, temperature=T))]
+        quantum += [replace(base, n_qubits=n) for n in FULL_GRID_QUBITS]
+        quantum += [replace(base, variant=v) for v in FULL_GRID_VARIANTS]
+        quantum += [replace(base, loss=ls, n_layers=L, n_qubits=n, temperature=T) for ls, L, n, T in itertools.product(
+            ABLATION_LOSSES, ABLATION_LAYERS, FULL_GRID_QUBITS[:3], ABLATION_TEMPERATURES)]
+    # the baselines beside every loss, temperature, schedule and rate: like compared with like
+    baselines = [b for cfg in quantum[:len(ABLATION_LOSSES) + len(ABLATION_TEMPERATURES)] + trainer
+                 for b in _baselines(cfg)]
+    configs = list(dict.fromkeys(quantum + trainer + baselines))
     _train_all(configs, task, teacher_key, remote, jobs)
 
 
