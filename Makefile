@@ -39,6 +39,10 @@ LR            ?=
 EPOCHS        ?=
 BATCH_SIZE    ?=
 SEEDS         ?=
+READOUT       ?=
+SCHEDULE      ?=
+WARMUP        ?=
+STUDENT_WEIGHT_DECAY ?=
 REMOTE        ?=
 TEACHER_KEY   ?=
 FULL_GRID     ?=
@@ -63,12 +67,14 @@ TEACHER_ARGS = $(DATA_ARGS) $(call flag,MODEL,--model) $(call flag,QUANTIZE,--qu
 STUDENT_ARGS = $(call flag,STUDENT_MODEL,--student-model) $(call flag,VARIANT,--variant) $(call flag,QUBITS,--qubits) \
                $(call flag,LAYERS,--layers) $(call flag,INPUT_SCALING,--input-scaling) $(call flag,LOSS,--loss) \
                $(call flag,ALPHA,--alpha) $(call flag,TEMPERATURE,--temperature) $(call flag,LR,--lr) \
-               $(call flag,EPOCHS,--epochs) $(call flag,BATCH_SIZE,--batch-size) $(call flag,SEEDS,--seeds)
+               $(call flag,EPOCHS,--epochs) $(call flag,BATCH_SIZE,--batch-size) $(call flag,SEEDS,--seeds) \
+               $(call flag,READOUT,--readout) $(call flag,SCHEDULE,--schedule) $(call flag,WARMUP,--warmup) \
+               $(call flag,STUDENT_WEIGHT_DECAY,--student-weight-decay)
 REMOTE_ARG   = $(call flag,REMOTE,--remote)
 # TASK restricts `make student` only when given; otherwise every teacher cache present is used.
 STUDENT_SEL  = $(if $(TEACHER_KEY),--teacher-key '$(TEACHER_KEY)',$(call flag,TASK,--task))
 
-.PHONY: help setup data teacher student ablations report reproduce demo push pull test test-slow bench clean
+.PHONY: help setup data teacher student ablations report status reproduce demo push pull test test-slow bench clean
 
 help:
 	@sed -n '1,11p' Makefile | sed 's/^# \{0,1\}//'
@@ -100,6 +106,10 @@ student: $(SETUP)
 ablations: $(SETUP)
 	$(QDLLM) student ablations $(STUDENT_SEL) $(STUDENT_ARGS) $(REMOTE_ARG) $(call flag,JOBS,--jobs) \
 	  $(if $(FULL_GRID),--full-grid)
+
+# Whether each stage's output is current under these settings and, if not, what changed since its last build.
+status: $(SETUP)
+	@$(QDLLM) status $(TEACHER_ARGS) $(STUDENT_ARGS)
 
 report: $(SETUP)
 	$(QDLLM) report
