@@ -1,6 +1,7 @@
 """Student training: losses and gradients, metrics, the run directory, CLI behaviour and errors."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -216,6 +217,7 @@ def test_ablations_cover_losses_circuits_and_the_trainer_with_baselines_beside_t
     assert len({c for c in full if c.model == "quantum"}) > len(quantum) + 100  # and the paper's grid of 108
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="--jobs 2 is refused on a machine with one usable core")
 def test_jobs_2_gives_the_same_runs_bit_for_bit_as_jobs_1(tmp_path):
     results = []
     for jobs in ("1", "2"):
