@@ -54,6 +54,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
                 "stages/lm/models.py", "stages/lm/embed.py", "pipeline/cache.py", "pipeline/metrics.py"),
     "student": ("stages/student/circuit.py", "stages/student/fused.py", "stages/student/model.py",
                 "stages/student/losses.py", "stages/student/train.py", "stages/student/run.py", "stages/student/jobs.py",
+                "stages/student/device.py", "stages/student/noise_sim.py", "stages/student/noise_config.py",
                 "pipeline/metrics.py"),
     "teacher-params": ("stages/teacher/params.py", "stages/teacher/model.py"),  # LoRA counts in the report
     "report": ("stages/report/build.py", "stages/report/figures.py", "stages/report/runs.py", "stages/report/paper.py",
@@ -64,7 +65,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
 NOT_CONTENT: tuple[str, ...] = (
     "stages/data/cli.py", "stages/data/info.py", "stages/data/stego_cli.py", "stages/teacher/cli.py",
     "stages/student/cli.py", "stages/student/export.py", "stages/report/cli.py",
-    "stages/student/noise.py", "stages/student/noise_config.py", "stages/student/noise_sim.py",
+    "stages/student/noise.py",
 )
 
 
@@ -398,6 +399,69 @@ def _check_qubits(n: int, cfg: "StudentConfig") -> str | None:
     return None
 
 
+# How a quantum student is trained (stages/student/device.py): exact adjoint gradients of exact expectations, or as a
+# device would, with readouts estimated from shots and gradients by the parameter-shift rule or SPSA, under noise.
+GRADIENTS = ("adjoint", "parameter-shift", "spsa")
+# the settings of that training (a student without a circuit trains exactly: these stay at their defaults)
+DEVICE_SETTINGS = ("gradient", "shots", "train_noise", "train_trajectories", "spsa_a", "spsa_c", "spsa_stability",
+                   "device_shot_us", "device_circuit_ms")
+MAX_TRAIN_SHOTS = 10**9  # far above any device's limit; NumPy's multinomial sampler takes 64-bit counts
+
+
+def _parse_shots(text: str) -> int | None:
+    """``--shots``: ``exact`` (None) or a positive count."""
+    t = str(text).strip().lower()
+    if t in ("exact", "none", "inf", ""):
+        return None
+    try:
+        return int(t.replace("_", "").replace(",", ""))
+    except ValueError:
+        raise QdllmError(f"--shots {text!r} is neither exact nor a number of shots; give exact or a count such as "
+                         "1024.") from None
+
+
+def _show_shots(shots: int | None) -> str:
+    return "exact" if shots is None else str(shots)
+
+
+def _check_gradient(gradient: str, cfg: Any) -> str | None:
+    if gradient != "adjoint" and cfg.model != "quantum":
+        return (f"--gradient {gradient} estimates a circuit's gradient, and the {cfg.model} student has no circuit; "
+                "leave --gradient at adjoint for twin, logreg and mlp students.")
+    return None
+
+
+def _check_train_shots(shots: Any, cfg: Any) -> str | None:
+    if shots is None:
+        return None
+    if isinstance(shots, bool) or not isinstance(shots, int):
+        return f"--shots {shots!r} is not a number of shots; give exact or a positive integer such as 1024."
+    if not 1 <= shots <= MAX_TRAIN_SHOTS:
+        return f"--shots {shots} is not valid: give exact or a whole number of shots from 1 to {MAX_TRAIN_SHOTS}."
+    if cfg.model != "quantum":
+        return f"--shots {shots} applies to quantum students only; leave it at exact for {cfg.model} students."
+    if cfg.gradient == "adjoint":
+        return (f"--shots {shots} needs --gradient parameter-shift or spsa: the adjoint method needs the exact state, "
+                "which a device's shots do not give (or leave --shots at exact).")
+    return None
+
+
+def _check_train_noise(noise: str, cfg: Any) -> str | None:
+    """The grammar itself is checked when the run's model is built (stages/student/device.py, before any training);
+    here what the other settings allow."""
+    if not isinstance(noise, str):
+        return f"--train-noise {noise!r} is not a noise model; give one like depolarizing:0.001,0.01+readout:0.02."
+    text = noise.strip().lower()
+    if text in ("", "none"):
+        return None
+    if cfg.model != "quantum":
+        return f"--train-noise applies to quantum students only; leave it empty for {cfg.model} students."
+    if cfg.gradient == "adjoint":
+        return (f"--train-noise {noise} needs --gradient parameter-shift or spsa: the adjoint method does not apply to "
+                "noisy channels.")
+    return None
+
+
 @dataclass(frozen=True, kw_only=True)
 class StudentConfig:
     """The quantum student (paper section 4.2.2) or a classical baseline trained from a teacher cache."""
@@ -434,6 +498,29 @@ class StudentConfig:
     transfer: bool = setting(True, "Use the teacher cache's unlabeled transfer texts (when it has them) in the "
                              "distillation terms; CE and every metric use labelled rows only.",
                              flag="--transfer-rows/--no-transfer-rows")
+    # training as a device would (docs/student.md, "Training as a device would"); adjoint with exact shots and no
+    # noise is the simulator's exact training
+    gradient: str = setting("adjoint", "Circuit gradients: adjoint (exact, a simulator only) | parameter-shift (two "
+                            "shifted circuits per gate angle, encoding angles included) | spsa (two perturbed circuits "
+                            "per example).", choices=GRADIENTS, check=_check_gradient)
+    # typer takes the option as text ("exact" or a count); the config holds None (exact) or an int
+    shots: str | int | None = setting(None, "Shots per circuit in training: exact (default) or N (readouts and "
+                                      "gradients estimated from N shots of each circuit; needs parameter-shift or "
+                                      "spsa).", parse=_parse_shots, show=_show_shots, check=_check_train_shots)
+    train_noise: str = setting("", "Noise to train under, in the grammar of `student noise --noise` without device: "
+                               "(e.g. depolarizing:0.001,0.01+readout:0.02); '' = none. Needs parameter-shift or spsa.",
+                               check=_check_train_noise)
+    train_trajectories: int = setting(1, "Trajectories per circuit for --train-noise gate channels (each circuit's "
+                                      "distribution is their mean).", ge=1, le=10**4)
+    spsa_a: float = setting(0.0, "SPSA step gain a of a_k = a/(k+1+A)^0.602 for the circuit angles; 0 = Adam applies "
+                            "the SPSA estimate (with --lr) instead of plain SPSA steps.", ge=0.0)
+    spsa_c: float = setting(0.2, "SPSA perturbation gain c of c_k = c/(k+1)^0.101 (radians).", gt=0.0, le=3.14159)
+    spsa_stability: float = setting(0.1, "SPSA stability constant A as a fraction of the run's steps (Spall: about "
+                                    "10 %).", ge=0.0, le=10.0)
+    device_shot_us: float = setting(260.0, "Cost model: device time per shot in microseconds (ibm_fez's default "
+                                    "repetition delay 250 µs + readout + circuit).", gt=0.0)
+    device_circuit_ms: float = setting(1.0, "Cost model: overhead per circuit execution in milliseconds (an assumed "
+                                       "round number).", ge=0.0)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seeds", tuple(self.seeds))

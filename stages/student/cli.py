@@ -53,10 +53,14 @@ def _train_all(configs, task, teacher_key, remote, jobs: int | None = None) -> N
 
 def _baselines(cfg):
     """The baselines trained like ``cfg`` (same loss, schedule, seeds, selection) from the same cache: the
-    dequantised twin (the quantum student's encoder and head around cos(z)), logreg, and the MLP of its size."""
+    dequantised twin (the quantum student's encoder and head around cos(z)), logreg, and the MLP of its size.
+    They have no circuit, so they train exactly whatever device-style training ``cfg`` asks of the quantum student."""
     from dataclasses import replace
 
-    return [replace(cfg, model=m) for m in ("twin", "logreg", "mlp") if m != cfg.model]
+    from pipeline.config import DEVICE_SETTINGS
+
+    exact = {f: StudentConfig.__dataclass_fields__[f].default for f in DEVICE_SETTINGS}
+    return [replace(cfg, model=m, **exact) for m in ("twin", "logreg", "mlp") if m != cfg.model]
 
 
 @app.callback()

@@ -422,3 +422,133 @@ class FusedCircuit:
         # encoding RX(z): v = [cos z/2, -i sin z/2], dv/dz = -i/2·X·v
         gz[:, :self.n] += 0.5 * np.imag(np.conj(lv) * vs[0][..., ::-1]).sum(axis=2)
         return gz, gtheta
+
+    # ------------------------------------------------------------ shifted circuits (parameter-shift rule, SPSA)
+
+    def param_sites(self) -> dict[int, tuple[str, int, int]]:
+        """Where each ansatz parameter's gate sits in the compiled circuit: ``("prefix", stage, qubit)``,
+        ``("diag", block, column)`` or ``("rot", block, qubit)``. A parameter missing here belongs to a diagonal gate
+        right before the readout (dropped by the compiler): its angle changes no outcome probability."""
+        sites = getattr(self, "_sites", None)
+        if sites is not None:
+            return sites
+        counts = np.bincount([g.param for g in self.spec.gates if g.param is not None],
+                             minlength=self.spec.n_params)
+        if (counts > 1).any():
+            raise ValueError("the parameter-shift path needs every ansatz parameter on one gate")
+        sites = {}
+        for i, st in enumerate(self.prefix):
+            for q, p in enumerate(st.params):
+                if p >= 0:
+                    sites[int(p)] = ("prefix", i, q)
+        for i, b in enumerate(self.blocks):
+            if b.kind == "diag":
+                for k, p in enumerate(b.params):
+                    sites[int(p)] = ("diag", i, k)
+            elif b.kind == "rot":
+                for q, ps in b.rot_params.items():
+                    for p in ps:
+                        sites[int(p)] = ("rot", i, q)
+        self._sites = sites
+        return sites
+
+    def inert_params(self) -> np.ndarray:
+        """Parameters of the diagonal gates right before the readout: no outcome probability depends on them."""
+        sites = self.param_sites()
+        return np.array([p for p in range(self.spec.n_params) if p not in sites], dtype=np.int64)
+
+    def _phase_factor(self, block: Block, column: int, d: float) -> np.ndarray:
+        """exp(-iδ/2·S) of one diagonal gate (S its ±1 signs), cached: the shift rule asks for ±π/2 again and again."""
+        cache = self.__dict__.setdefault("_phase_cache", {})
+        key = (id(block), column, d)
+        if key not in cache:
+            if len(cache) > 4096:
+                cache.clear()
+            cache[key] = np.exp(-0.5j * d * block.signs[:, column]).astype(self.complex)
+        return cache[key]
+
+    def shifted_probabilities(self, z: np.ndarray, theta: np.ndarray, param: np.ndarray | None = None,
+                              offset: np.ndarray | None = None) -> np.ndarray:
+        """Outcome probabilities (R, 2^n) float64 in the standard order (as ``probabilities``) of R circuits that share
+        ``theta``, row r with its own encoding angles ``z[r]`` and, where ``param[r] >= 0``, ``offset[r]`` added to
+        the angle of parameter ``param[r]``.
+
+        Exact for any offset: a gate exp(-iθ/2·P) with θ + δ is the gate followed by exp(-iδ/2·P), applied to the
+        shifted rows right after the compiled stage or block that holds the gate (the gates of a block commute, and
+        the extra rotation commutes with every gate the compiler moved the gate past). Without shifts this is the
+        ``forward`` path; rows of a parameter in ``inert_params`` come out unshifted, as they should."""
+        z = np.asarray(z, dtype=np.float64)
+        theta = np.asarray(theta, dtype=np.float64)
+        R = len(z)
+        param = np.full(R, -1, dtype=np.int64) if param is None else np.asarray(param, dtype=np.int64)
+        offset = np.zeros(R) if offset is None else np.asarray(offset, dtype=np.float64)
+        sites = self.param_sites()
+        prefix_shifts: dict[int, list] = {}
+        block_shifts: dict[int, list] = {}
+        for p in np.unique(param[param >= 0]):
+            site = sites.get(int(p))
+            if site is None:
+                continue
+            kind, where, what = site
+            rows = np.flatnonzero(param == p)
+            if kind == "prefix":
+                prefix_shifts.setdefault(where, []).append((what, rows))
+                continue
+            for d in np.unique(offset[rows]):  # one extra gate per (parameter, offset): ±π/2 for the shift rule
+                sub = rows[offset[rows] == d]
+                # the rows of one shift are usually consecutive: a view, updated in place
+                at = slice(sub[0], sub[-1] + 1) if sub[-1] - sub[0] + 1 == len(sub) else sub
+                block_shifts.setdefault(where, []).append((kind, what, float(d), at))
+        # the product state: encoding and the single-qubit gates before each qubit's first entangling gate
+        c, s = np.cos(z[:, :self.n] / 2), np.sin(z[:, :self.n] / 2)
+        v = np.stack([c + 0j, -1j * s], axis=-1)
+        for i, st in enumerate(self.prefix):
+            angles = np.where(st.params >= 0, theta[np.maximum(st.params, 0)], 0.0)
+            v = np.einsum("qij,bqj->bqi", rotation(st.kind, angles), v)
+            for q, rows in prefix_shifts.get(i, ()):
+                v[rows, q] = np.einsum("bij,bj->bi", rotation(st.kind, offset[rows]), v[rows, q])
+        v = v.astype(self.complex)
+        ws = self._workspace(R, False)
+        partial = ws["partial"]
+        partial[0][:] = v[:, self.n - 1, :]
+        for k, q in enumerate(range(self.n - 2, -1, -1), start=1):
+            out = partial[k].reshape(R, -1, 2)
+            np.multiply(partial[k - 1], v[:, q, 0, None], out=out[:, :, 0])
+            np.multiply(partial[k - 1], v[:, q, 1, None], out=out[:, :, 1])
+        states, tmp = ws["states"], ws["tmp"]
+        for i, b in enumerate(self.blocks):
+            src = states[i % 2] if i else partial[-1]
+            dst = states[(i + 1) % 2]
+            if b.kind == "diag":
+                np.multiply(src, np.exp(-0.5j * (b.signs @ theta[b.params])).astype(self.complex), out=dst)
+            elif b.kind == "rot":
+                self._rot(src, dst, self._rot_matrices(b, theta), tmp)
+            elif b.kind == "enc":
+                cur = src
+                for k, g in enumerate(b.gates):
+                    out = dst if k == len(b.gates) - 1 else tmp[k % 2]
+                    a = z[:, g.encoding]
+                    self._rx(cur, out, g.qubits[0], np.cos(a / 2), np.sin(a / 2))
+                    cur = out
+            else:
+                take_columns(src, b.perm, dst)
+            for kind, what, d, at in block_shifts.get(i, ()):
+                y = dst[at]  # a view for a slice, a copy (written back below) for scattered rows
+                if kind == "diag":  # exp(-iδ/2·S) on the rows' amplitudes, S the gate's ±1 signs
+                    y *= self._phase_factor(b, what, d)
+                else:  # RY(δ) on qubit ``what``
+                    a = y.reshape(len(y), -1, 2, 2**what)
+                    lo, hi = a[:, :, 0], a[:, :, 1]
+                    c, sn = self.real.type(np.cos(d / 2)), self.real.type(np.sin(d / 2))
+                    keep = lo.copy()
+                    lo *= c
+                    lo -= sn * hi
+                    hi *= c
+                    hi += sn * keep
+                if not isinstance(at, slice):
+                    dst[at] = y
+        x = states[len(self.blocks) % 2] if self.blocks else partial[-1]
+        xv = x.view(self.real)
+        sq = np.square(xv, out=ws["probs"])
+        probs = sq[:, 0::2] + sq[:, 1::2]  # |ψ_x|² in the compiled order
+        return np.take(probs, self.basis, axis=1).astype(np.float64)

@@ -150,8 +150,14 @@ class QuantumStudent(FlatModel):
             a, b = self.sim.backward(tape, ge)
             gz.append(a)
             gtheta.append(b)
-        gz = np.concatenate(gz, axis=1)
-        grads = {"theta": np.concatenate(gtheta), "head_w": e.T @ g_logits, "head_b": g_logits.sum(0)}
+        return self.chain(p, x, u, z0, e, g_logits, np.concatenate(gz, axis=1), np.concatenate(gtheta))
+
+    def chain(self, p: dict, x: np.ndarray, u: np.ndarray, z0: np.ndarray, e: np.ndarray, g_logits: np.ndarray,
+              gz: np.ndarray, gtheta: np.ndarray) -> np.ndarray:
+        """The flat gradient from the circuit's gradients, by the chain rule: ``gz`` (B, K·E) with respect to the
+        encoding angles and ``gtheta`` with respect to the circuit angles (exact, or estimated as a device would:
+        ``device.py``), the head's from the readouts ``e`` the loss saw."""
+        grads = {"theta": gtheta, "head_w": e.T @ g_logits, "head_b": g_logits.sum(0)}
         if "enc_scale" in p:
             grads["enc_scale"] = (gz * z0).sum(0)
             gz = gz * p["enc_scale"]
@@ -274,6 +280,10 @@ class MLP(FlatModel):
 def build_model(cfg, dim: int, num_classes: int) -> FlatModel:
     """The student a ``StudentConfig`` describes; the MLP matches the quantum student's parameter count."""
     scale = getattr(cfg, "encoding_scale", False)
+    if cfg.model == "quantum" and getattr(cfg, "train_noise", ""):
+        from stages.student.device import training_noise
+
+        training_noise(cfg)  # an unknown or untrainable noise model stops here, before any training
     if cfg.model == "quantum":
         return QuantumStudent(dim, num_classes, cfg.variant, cfg.n_qubits, cfg.n_layers, cfg.input_scaling,
                               getattr(cfg, "readout", "z"), scale)

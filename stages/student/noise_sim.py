@@ -140,25 +140,28 @@ def _example_seed(seed: int, index: int) -> int:
 
 
 def trajectory_probabilities(spec, model: NoiseSpec, z: np.ndarray, theta: np.ndarray, trajectories: int,
-                             seed: int, on_example=None) -> tuple[np.ndarray, dict]:
+                             seed: int, on_example=None, circuit=None) -> tuple[np.ndarray, dict]:
     """Outcome distribution of each example under the model's gate channels: the mean |ψ|² over ``trajectories``
     runs of MindQuantum's state-vector simulator, each run sampling one Kraus branch per channel. Also the standard
     error of the trajectory mean of ⟨Z_i⟩ (its mean and max over examples and qubits). Readout errors are left to
-    ``apply_readout``."""
+    ``apply_readout``. ``theta``: the trained angles, or one row of angles per example (training's shifted circuits);
+    ``circuit``: the model's ``noisy_mindquantum`` circuit, when the caller keeps one."""
     from mindquantum.core.parameterresolver import ParameterResolver
     from mindquantum.simulator import Simulator
 
     from stages.student.circuit import enc_name, param_name
 
-    circ = noisy_mindquantum(spec, model)
+    circ = noisy_mindquantum(spec, model) if circuit is None else circuit
     n, dim = spec.n_qubits, 2**spec.n_qubits
     signs = standard_signs(n)
-    base = {param_name(k): float(v) for k, v in enumerate(theta)}
+    theta = np.asarray(theta, dtype=np.float64)
+    base = {param_name(k): float(v) for k, v in enumerate(theta)} if theta.ndim == 1 else None
     out = np.empty((len(z), dim))
     stderr = np.empty((len(z), n))
     for b, angles in enumerate(z):
         sim = Simulator("mqvector", n, seed=_example_seed(seed, b))
-        pr = ParameterResolver({**base, **{enc_name(i): float(a) for i, a in enumerate(angles)}})
+        row = base if base is not None else {param_name(k): float(v) for k, v in enumerate(theta[b])}
+        pr = ParameterResolver({**row, **{enc_name(i): float(a) for i, a in enumerate(angles)}})
         acc = np.zeros(dim)
         zs = np.empty((trajectories, n))
         for t in range(trajectories):

@@ -33,7 +33,8 @@ from pipeline.models import TEACHER_INPUT
 from pipeline.plan import Key, student_key, student_path
 from pipeline.publish import MANIFEST, is_complete, key_lock, publish_dir, write_json
 from stages.student.model import FlatModel, LogReg, QuantumStudent, build_model
-from stages.student.train import SeedResult, Split, train_seed
+from stages.student.device import device_cost
+from stages.student.train import SeedResult, Split, train_seed, training_rows
 
 log = logging.getLogger(__name__)
 METRICS = "metrics.json"
@@ -185,7 +186,7 @@ class StudentRun:
         """Write the run from its units' results (in seed order), publish it atomically, release the claim."""
         results = [self.results[s] for s in self.config.seeds]
         teacher = teacher_manifest(self.teacher_dir)
-        cache, _, model = self.prepare(verify_hashes=False)  # the cache the units trained on, read once
+        cache, splits, model = self.prepare(verify_hashes=False)  # the cache the units trained on, read once
         seeds = [{"seed": r.seed, "best_epoch": r.best_epoch, "val": r.val, "test": r.test,
                   "train_seconds_per_epoch": r.train_seconds_per_epoch, "train_seconds_total": r.train_seconds_total,
                   "inference_us_per_example": r.inference_us_per_example, "curves": r.curves} for r in results]
@@ -198,6 +199,9 @@ class StudentRun:
         metrics = {"task": teacher.task, "teacher_key": tkey, "model": self.config.model, "config": config,
                    "class_names": cache.class_names, "trainable_params": model.size,
                    "teacher": _teacher_info(teacher), "seeds": seeds, "summary": _summary(seeds, model.size)}
+        if isinstance(model, QuantumStudent):  # what the training would take on a device (docs/student.md)
+            metrics["device_cost"] = device_cost(self.config, model, len(training_rows(splits, self.config).y),
+                                                 len(splits["val"].y))
         with publish_dir(self.path) as pub:
             for r in results:
                 save_weights(pub.path / WEIGHTS.format(seed=r.seed), model, r.weights,

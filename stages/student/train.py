@@ -15,6 +15,7 @@ import numpy as np
 from pipeline.config import StudentConfig
 from pipeline.errors import QdllmError
 from pipeline.metrics import agreement, classification_metrics, expected_calibration_error, softmax
+from stages.student.device import device_training
 from stages.student.losses import distill_loss
 from stages.student.model import AdamParameters, FlatModel
 
@@ -107,23 +108,29 @@ def learning_rates(cfg, steps: int) -> float | list[float]:
     return out
 
 
-def train_epoch(model, opt: AdamParameters, flat, data: Split, cfg, rng, on_batch=None, where: str = "in training"):
+def train_epoch(model, opt: AdamParameters, flat, data: Split, cfg, rng, on_batch=None, where: str = "in training",
+                device=None):
     """One pass over shuffled mini-batches; returns new weights, mean loss, accuracy. Stops at the first batch
-    whose loss, gradient or new weights are not finite (``diverged``; ``where`` says which epoch and seed)."""
+    whose loss, gradient or new weights are not finite (``diverged``; ``where`` says which epoch and seed).
+    ``device``: a ``device.DeviceTraining`` that estimates the forward pass and gradients as a device would (shots,
+    parameter-shift or SPSA, noise) in place of the model's exact ones."""
     one_blas_thread()
+    net = device or model
     order = rng.permutation(len(data.y))
     losses, correct = [], 0
     decay = getattr(cfg, "weight_decay", 0.0) * model.decay_mask() if getattr(cfg, "weight_decay", 0.0) else None
     for start in range(0, len(order), cfg.batch_size):
         idx = order[start:start + cfg.batch_size]
         with np.errstate(all="ignore"):  # overflow is reported below, in one sentence, not as NumPy warnings
-            logits, cache = model.forward(flat, data.x[idx])
+            logits, cache = net.forward(flat, data.x[idx])
             loss, g = distill_loss(logits, data.y[idx], data.teacher_logits[idx], cfg.loss, cfg.alpha,
                                    cfg.temperature)
             if not (np.isfinite(loss) and np.isfinite(g).all()):
                 raise diverged(cfg, where)
-            grad = model.backward(cache, g)
+            grad = net.backward(cache, g)
             flat = opt.step(grad if decay is None else grad + decay * flat)  # L2 on the weight matrices
+            if device is not None:
+                flat = device.after_step(flat)  # plain SPSA steps of the circuit angles, when asked
         if not np.isfinite(flat).all():
             raise diverged(cfg, where)
         losses.append(loss * len(idx))
@@ -150,6 +157,7 @@ def train_seed(model: FlatModel, splits: dict[str, Split], cfg, seed: int, progr
     steps = cfg.epochs * -(-len(train_rows.y) // cfg.batch_size)
     opt = AdamParameters(flat, learning_rates(cfg, steps))
     flat = opt.value()
+    device = device_training(model, cfg, seed, steps)  # None: exact expectations, adjoint gradients
     curves = {"epoch": [], "train_loss": [], "val_loss": [], "train_accuracy": [], "val_accuracy": []}
     best = (-1.0, np.inf)
     best_flat, best_epoch, best_val = flat, 0, None
@@ -158,7 +166,7 @@ def train_seed(model: FlatModel, splits: dict[str, Split], cfg, seed: int, progr
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         where = f"in epoch {epoch} of seed {seed}"
-        flat, train_loss, train_acc = train_epoch(model, opt, flat, train_rows, cfg, rng, where=where)
+        flat, train_loss, train_acc = train_epoch(model, opt, flat, train_rows, cfg, rng, where=where, device=device)
         seconds.append(time.perf_counter() - t0)
         val_loss, val = evaluate(model, flat, splits["val"], cfg, where=f"on the validation split {where}")
         for k, v in (("epoch", epoch), ("train_loss", train_loss), ("val_loss", val_loss),
