@@ -485,7 +485,7 @@ class StudentConfig:
     lr: float = setting(0.06, "Adam learning rate (the initial one under a schedule).", gt=0.0)
     schedule: str = setting("cosine", "Learning-rate schedule: cosine or linear decay to 0 after a warm-up, or "
                             "constant (the paper's literal setting).", choices=SCHEDULES)
-    warmup: float = setting(0.05, "Fraction of the steps over which the learning rate warms up from 0 (cosine, "
+    warmup: float = setting(0.1, "Fraction of the steps over which the learning rate warms up from 0 (cosine, "
                             "linear).", ge=0.0, le=0.5)
     weight_decay: float = setting(0.0, "L2 weight decay on the classical weight matrices (encoder, head, hidden).",
                                   flag="--student-weight-decay", ge=0.0)
