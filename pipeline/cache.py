@@ -177,8 +177,12 @@ def write_teacher_cache(
     class_names: list[str],
     embedding_source: str,
     extra: dict[str, Any] | None = None,
+    directories: dict[str, Path] | None = None,
 ) -> Path:
-    """Validate the arrays, write the Parquet files and manifest into ``final`` atomically."""
+    """Validate the arrays, write the Parquet files and manifest into ``final`` atomically; ``directories``
+    (name -> a directory written elsewhere, e.g. the teacher's adapter) are copied in before the manifest."""
+    import shutil
+
     import pyarrow.parquet as pq
 
     num_classes = len(class_names)
@@ -199,6 +203,8 @@ def write_teacher_cache(
             pq.write_table(_table(splits[name], class_names, dim), path, compression="zstd")
             files[name] = {"file": path.name, "rows": len(splits[name]), "sha256": sha256_file(path),
                            "bytes": path.stat().st_size}
+        for name, source in (directories or {}).items():
+            shutil.copytree(source, pub.path / name)
         pub.manifest = {
             "schema_version": SCHEMA_VERSION,
             "kind": "teacher-cache",

@@ -17,7 +17,7 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,8 @@ from pipeline.errors import QdllmError
 from pipeline.metrics import classification_metrics, softmax
 from pipeline.plan import Plan
 from pipeline.probe import probe_ceiling
-from pipeline.publish import MANIFEST, _fsync_tree, is_complete, key_lock
+from pipeline.models import parse_embedder
+from pipeline.publish import MANIFEST, is_complete, key_lock
 from stages.teacher.train import Processes, launched_processes, shard
 
 log = logging.getLogger(__name__)
@@ -177,16 +178,238 @@ def load_transfer_texts(path: str, exclude: list[str]) -> list[str]:
     return out
 
 
-def _build(plan: Plan, procs: Processes, gradient_checkpointing: bool, train_kwargs: dict) -> None:
+# ---------------------------------------------------------------- the recipe: one function per phase
+
+
+@dataclass
+class Rows:
+    """The dataset rows the teacher reads: all of each split, which it exports, which it fine-tunes on."""
+
+    class_names: list[str]
+    frames: dict[str, Any]  # split -> polars DataFrame (id, text, label)
+    texts: dict[str, list[str]]
+    labels: dict[str, np.ndarray]
+    export_idx: dict[str, np.ndarray]  # the exported rows of each split, in dataset order
+    tune_idx: np.ndarray  # the fine-tune rows of train
+
+    def exported(self, split: str) -> list[str]:
+        return [self.texts[split][i] for i in self.export_idx[split]]
+
+
+@dataclass
+class Teacher:
+    """The LLM classifier with its LoRA adapter, its tokenizer, and the token ids of every row it reads."""
+
+    model: Any
+    tokenizer: Any
+    model_dir: str
+    trainable: int
+    ids: dict[str, list[list[int]]]  # exported rows of each split
+    tune_ids: list[list[int]]
+    tune_lengths: list[int]  # untruncated token counts of the fine-tune rows
+
+
+@dataclass
+class Export:
+    """Teacher logits of every exported row (val's from the fine-tune) and of the transfer texts."""
+
+    logits: dict[str, np.ndarray]
+    transfer_texts: list[str]
+    tokens: int
+    seconds: float
+
+
+def _setup_data(plan: Plan) -> Rows:
+    """Which rows are fine-tuned on and exported: the seed's permutation of each split, capped by the budget."""
+    from stages.data.dataset import load_dataset
+
+    tcfg = plan.teacher.config
+    ds = load_dataset(plan.data.dir)
+    rng = np.random.default_rng(tcfg.seed)
+    frames = {s: ds.splits[s] for s in SPLITS}
+    perms = {s: rng.permutation(frames[s].height) for s in SPLITS}
+    cap = tcfg.max_export_examples or None
+    return Rows(class_names=ds.class_names, frames=frames,
+                texts={s: frames[s]["text"].to_list() for s in SPLITS},
+                labels={s: frames[s]["label"].to_numpy().astype(np.int64) for s in SPLITS},
+                export_idx={s: np.sort(perms[s][:cap]) for s in SPLITS},
+                # the first rows of the same permutation: exported too when the caps allow it
+                tune_idx=perms["train"][:tcfg.max_train_examples or None])
+
+
+def _setup_model(plan: Plan, rows: Rows, procs: Processes, gradient_checkpointing: bool) -> Teacher:
+    """The base LLM with a classification head and LoRA, on this process's device, and the rows tokenized."""
     import torch
 
-    from stages.data.dataset import load_dataset
-    from stages.lm import embed, models
+    from stages.lm import models
     from stages.teacher import model as classifier
     from stages.teacher import train
 
+    tcfg = plan.teacher.config
+    with procs.main_first():  # downloads and the packaged model's conversion happen once
+        model_dir = models.resolve_model_dir(tcfg.model, tcfg.revision)
+        if not parse_embedder(tcfg.embedder).needs_llm:
+            models.resolve_embedder_dir(tcfg.embedder)
+    models.set_offline(True)  # everything needed is local now
+    torch.manual_seed(tcfg.seed)
+    tok = models.load_tokenizer(model_dir)
+    model = classifier.load_classifier(model_dir, len(rows.class_names), tok, quantize=tcfg.quantize, seed=tcfg.seed,
+                                       precision=tcfg.precision, device=procs.device)
+    _cpu_threads(procs)
+    model = classifier.add_lora(model, r=tcfg.lora_r, alpha=tcfg.lora_alpha, dropout=tcfg.lora_dropout,
+                                quantize=tcfg.quantize, seed=tcfg.seed, gradient_checkpointing=gradient_checkpointing)
+    trainable = classifier.trainable_params(model)
+    log.info("%s: %s LoRA trainable parameters (r=%d) on %s", tcfg.model, f"{trainable:,}", tcfg.lora_r,
+             ", ".join(classifier.lora_targets(model.config.model_type)))
+    if procs.world > 1:
+        log.info("%d processes (%s, %s): each runs 1/%d of every global batch of %d and exports 1/%d of the rows",
+                 procs.world, procs.device.type, procs.accelerator.distributed_type.value, procs.world,
+                 tcfg.batch_size, procs.world)
+    tune_texts = [rows.texts["train"][i] for i in rows.tune_idx]
+    return Teacher(model=model, tokenizer=tok, model_dir=model_dir, trainable=trainable,
+                   ids={s: train.tokenize(tok, rows.exported(s), tcfg.max_length) for s in SPLITS},
+                   tune_ids=train.tokenize(tok, tune_texts, tcfg.max_length),
+                   tune_lengths=[len(x) for x in tok(tune_texts)["input_ids"]])
+
+
+def _fine_tune(plan: Plan, rows: Rows, teacher: Teacher, procs: Processes, train_kwargs: dict):
+    """LoRA fine-tune, resumable from the work directory's checkpoints; the best state on validation is loaded."""
+    from stages.teacher import train
+
+    tcfg = plan.teacher.config
+    procs.init_tracking("qdllm-teacher", {"teacher_key": plan.teacher.key.short, "data_key": plan.data.key.short,
+                                          "processes": procs.world, **asdict(tcfg)}, run_name=plan.teacher.key.short)
+    result = train.train(teacher.model, teacher.tune_ids, rows.labels["train"][rows.tune_idx], teacher.ids["val"],
+                         rows.labels["val"][rows.export_idx["val"]], pad_id=teacher.tokenizer.pad_token_id,
+                         lr=tcfg.lr, weight_decay=tcfg.weight_decay, epochs=tcfg.epochs, batch_size=tcfg.batch_size,
+                         grad_accum=tcfg.grad_accum, seed=tcfg.seed, work_dir=work_dir(plan.teacher.key.short),
+                         bf16=tcfg.precision == "bf16", procs=procs, **train_kwargs)
+    train.load_trainable_state(teacher.model, result.best_state)
+    return result
+
+
+def _save_adapter(plan: Plan, rows: Rows, teacher: Teacher, procs: Processes) -> tuple[Path, dict]:
+    """The adapter in peft's format (main process), into the work directory; and how the export computes logits."""
+    from stages.teacher import model as classifier
+
+    tcfg = plan.teacher.config
+    precision = _export_precision(teacher.model, teacher.ids["test"], teacher.tokenizer.pad_token_id, tcfg.precision,
+                                  procs)
+    adapter = work_dir(plan.teacher.key.short) / "adapter"
+    if procs.is_main:
+        shutil.rmtree(adapter, ignore_errors=True)
+        classifier.save_adapter(teacher.model, adapter, teacher.tokenizer, rows.class_names,
+                                classifier.base_model_record(tcfg.model, tcfg.revision, teacher.model_dir),
+                                {"task": plan.data.config.task, "max_length": tcfg.max_length,
+                                 "teacher_key": plan.teacher.key.full, "export_precision": precision})
+    return adapter, precision
+
+
+def _export_logits(plan: Plan, rows: Rows, teacher: Teacher, val_logits: np.ndarray, procs: Processes) -> Export:
+    """Teacher logits of the exported train and test rows and of the transfer texts (val's come from the fine-tune)."""
+    from stages.teacher import train
+
+    tcfg = plan.teacher.config
+    tok, bf16 = teacher.tokenizer, tcfg.precision == "bf16"
+    if tcfg.quantize == "none":
+        teacher.model = teacher.model.merge_and_unload()  # same outputs, no LoRA detour: faster export
+    logits = {"val": val_logits}
+    start = time.perf_counter()
+    for s in ("train", "test"):
+        logits[s] = train.predict_logits(teacher.model, teacher.ids[s], tok.pad_token_id, label=f"teacher logits {s}",
+                                         bf16=bf16, procs=procs)
+    transfer = load_transfer_texts(tcfg.transfer, exclude=[t for s in SPLITS for t in rows.texts[s]])
+    if transfer:
+        teacher.ids[TRANSFER] = train.tokenize(tok, transfer, tcfg.max_length)
+        logits[TRANSFER] = train.predict_logits(teacher.model, teacher.ids[TRANSFER], tok.pad_token_id,
+                                                label="teacher logits transfer", bf16=bf16, procs=procs)
+    tokens = sum(len(x) for s in ("train", "test", TRANSFER) for x in teacher.ids.get(s, ()))
+    return Export(logits, transfer, tokens, time.perf_counter() - start)
+
+
+def _embeddings(plan: Plan, rows: Rows, teacher: Teacher, export: Export, procs: Processes
+                ) -> tuple[dict[str, np.ndarray] | None, str]:
+    """The frozen embedding of every exported row and transfer text, and a sentence saying where it comes from."""
+    from stages.lm import embed
+
+    tcfg = plan.teacher.config
+    texts = {s: rows.exported(s) for s in SPLITS}
+    if export.transfer_texts:
+        texts[TRANSFER] = export.transfer_texts
+    if parse_embedder(tcfg.embedder).needs_llm:  # a lookup in the LLM's input-embedding layer: the main process alone
+        emb = {s: embed.teacher_input_embeddings(teacher.model, teacher.tokenizer, texts[s], max_length=tcfg.max_length)
+               for s in texts} if procs.is_main else None
+        return emb, f"teacher-input ({tcfg.model}, input-embedding layer, mean over non-pad tokens)"
+    teacher.model = None  # free the LLM before loading the encoder
+    flat = [x for s in texts for x in texts[s]]
+    vectors = _sharded_embeddings(procs, tcfg.embedder, flat)
+    emb = dict(zip(texts, np.split(vectors, np.cumsum([len(texts[s]) for s in texts])[:-1])))
+    if tcfg.embedder.endswith("-static"):
+        return emb, f"{tcfg.embedder} (model2vec static token vectors, mean over tokens)"
+    return emb, f"{tcfg.embedder} (last hidden state, mean-pooled over tokens, max {embed.ENCODER_MAX_LENGTH} tokens)"
+
+
+def _splits(rows: Rows, export: Export, emb: dict[str, np.ndarray]) -> dict[str, TeacherSplit]:
+    """The cache's rows: text, label, teacher logits and probabilities, embedding."""
+    out = {}
+    for s in SPLITS:
+        sub = rows.frames[s][rows.export_idx[s].tolist()]
+        out[s] = TeacherSplit(ids=sub["id"].to_list(), texts=sub["text"].to_list(),
+                              labels=rows.labels[s][rows.export_idx[s]], logits=export.logits[s].astype(np.float32),
+                              probs=softmax(export.logits[s]).astype(np.float32), embeddings=emb[s].astype(np.float32))
+    if export.transfer_texts:
+        texts = export.transfer_texts
+        out[TRANSFER] = TeacherSplit(ids=[text_id(t) for t in texts], texts=texts,
+                                     labels=np.full(len(texts), UNLABELED, dtype=np.int64),
+                                     logits=export.logits[TRANSFER].astype(np.float32),
+                                     probs=softmax(export.logits[TRANSFER]).astype(np.float32),
+                                     embeddings=emb[TRANSFER].astype(np.float32))
+    return out
+
+
+def _manifest_extra(plan: Plan, rows: Rows, teacher: Teacher, result, export: Export, precision: dict,
+                    metrics: dict, probe: dict, procs: Processes, gradient_checkpointing: bool) -> dict[str, Any]:
+    """Everything the cache's manifest records beyond its rows: metrics, probe, budget, fine-tune, export, device."""
+    tcfg = plan.teacher.config
+    return {
+        "teacher_metrics": metrics,
+        # a logistic regression on the cached embeddings alone: the teacher must beat it for distillation to help
+        "probe_ceiling": probe,
+        "lora_trainable_params": int(teacher.trainable),
+        "model": tcfg.model,
+        "embedder": tcfg.embedder,
+        "profile": tcfg.profile,
+        "precision": tcfg.precision,
+        "export_precision": precision,  # what reproduces the logits from the adapter (its README shows how)
+        "caps": {
+            "epochs": tcfg.epochs, "max_length": tcfg.max_length, "max_train_examples": tcfg.max_train_examples,
+            "max_export_examples": tcfg.max_export_examples, "fine_tune_examples": int(len(rows.tune_idx)),
+            "dataset_rows": {s: rows.frames[s].height for s in SPLITS},
+            "exported_rows": {s: int(len(rows.export_idx[s])) for s in SPLITS},
+            "truncated_fraction": round(float(np.mean(np.array(teacher.tune_lengths) > tcfg.max_length)), 4)
+            if teacher.tune_lengths else 0.0,
+        },
+        "fine_tune": {"best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
+                      "history": result.history, "optimizer_steps": result.steps,
+                      "resumed_at_step": result.resumed_at_step, "tokens": result.tokens,
+                      "train_seconds": result.train_seconds,
+                      "tokens_per_second": round(result.tokens / max(result.train_seconds, 1e-9), 1),
+                      "gradient_checkpointing": bool(gradient_checkpointing or tcfg.quantize != "none")},
+        "export": {"tokens": int(export.tokens), "seconds": round(export.seconds, 3),
+                   "tokens_per_second": round(export.tokens / max(export.seconds, 1e-9), 1),
+                   "what": "teacher logits of the exported train and test rows (val's come from the fine-tune)"},
+        "processes": {"count": procs.world, "device": procs.device.type,
+                      "backend": procs.accelerator.state.backend if procs.world > 1 else None},
+        "adapter": "adapter",  # peft format with tokenizer and labels.json: see its README.md
+        "device": _device_name(procs),
+        "data_key": plan.data.key.short,
+    }
+
+
+def _build(plan: Plan, procs: Processes, gradient_checkpointing: bool, train_kwargs: dict) -> None:
+    """The teacher recipe: data → model → fine-tune → adapter → logits → embeddings → probe → publish."""
     _require_data(plan)  # (checked before any process starts when there is one)
-    dcfg, tcfg, tkey, final = plan.data.config, plan.teacher.config, plan.teacher.key, plan.teacher.dir
+    final = plan.teacher.dir
     timings: dict[str, float] = {}
     t0 = t = time.perf_counter()
 
@@ -196,162 +419,36 @@ def _build(plan: Plan, procs: Processes, gradient_checkpointing: bool, train_kwa
         timings[name] = round(now - t, 2)
         t = now
 
-    ds = load_dataset(plan.data.dir)
-    class_names = ds.class_names
-    rng = np.random.default_rng(tcfg.seed)
-    rows = {s: ds.splits[s] for s in SPLITS}
-    perms = {s: rng.permutation(rows[s].height) for s in SPLITS}
-    cap = tcfg.max_export_examples or None
-    export_idx = {s: np.sort(perms[s][:cap]) for s in SPLITS}
-    # fine-tune on the first examples of the same permutation: they are exported too when the caps allow it
-    tune_idx = perms["train"][:tcfg.max_train_examples or None]
-    texts = {s: rows[s]["text"].to_list() for s in SPLITS}
-    labels = {s: rows[s]["label"].to_numpy().astype(np.int64) for s in SPLITS}
+    rows = _setup_data(plan)
     lap("load_data")
-
-    with procs.main_first():  # downloads and the packaged model's conversion happen once
-        model_dir = models.resolve_model_dir(tcfg.model, tcfg.revision)
-        if tcfg.embedder != "teacher-input":
-            models.resolve_embedder_dir(tcfg.embedder)
-    models.set_offline(True)  # everything needed is local now
-    torch.manual_seed(tcfg.seed)
-    tok = models.load_tokenizer(model_dir)
-    model = classifier.load_classifier(model_dir, len(class_names), tok, quantize=tcfg.quantize, seed=tcfg.seed,
-                                       precision=tcfg.precision, device=procs.device)
-    _cpu_threads(procs)
-    model = classifier.add_lora(model, r=tcfg.lora_r, alpha=tcfg.lora_alpha, dropout=tcfg.lora_dropout,
-                                quantize=tcfg.quantize, seed=tcfg.seed, gradient_checkpointing=gradient_checkpointing)
-    n_trainable = classifier.trainable_params(model)
-    log.info("%s: %s LoRA trainable parameters (r=%d) on %s", tcfg.model, f"{n_trainable:,}", tcfg.lora_r,
-             ", ".join(classifier.lora_targets(model.config.model_type)))
-    if procs.world > 1:
-        log.info("%d processes (%s, %s): each runs 1/%d of every global batch of %d and exports 1/%d of the rows",
-                 procs.world, procs.device.type, procs.accelerator.distributed_type.value, procs.world,
-                 tcfg.batch_size, procs.world)
-    ids = {s: train.tokenize(tok, [texts[s][i] for i in export_idx[s]], tcfg.max_length) for s in SPLITS}
-    full_lengths = [len(x) for x in tok([texts["train"][i] for i in tune_idx])["input_ids"]]
-    tune_ids = train.tokenize(tok, [texts["train"][i] for i in tune_idx], tcfg.max_length)
+    teacher = _setup_model(plan, rows, procs, gradient_checkpointing)
     lap("load_model")
-
-    wdir = work_dir(tkey.short)
-    procs.init_tracking("qdllm-teacher", {"teacher_key": tkey.short, "data_key": plan.data.key.short,
-                                          "processes": procs.world, **asdict(tcfg)}, run_name=tkey.short)
-    result = train.train(model, tune_ids, labels["train"][tune_idx], ids["val"], labels["val"][export_idx["val"]],
-                         pad_id=tok.pad_token_id, lr=tcfg.lr, weight_decay=tcfg.weight_decay, epochs=tcfg.epochs,
-                         batch_size=tcfg.batch_size, grad_accum=tcfg.grad_accum, seed=tcfg.seed, work_dir=wdir,
-                         bf16=tcfg.precision == "bf16", procs=procs, **train_kwargs)
+    result = _fine_tune(plan, rows, teacher, procs, train_kwargs)
     lap("fine_tune")
-
-    train.load_trainable_state(model, result.best_state)
-    adapter_tmp = wdir / "adapter"
-    export_precision = _export_precision(model, ids["test"], tok.pad_token_id, tcfg.precision, procs)
-    if procs.is_main:
-        shutil.rmtree(adapter_tmp, ignore_errors=True)
-        classifier.save_adapter(model, adapter_tmp, tok, class_names,
-                                classifier.base_model_record(tcfg.model, tcfg.revision, model_dir),
-                                {"task": dcfg.task, "max_length": tcfg.max_length, "teacher_key": tkey.full,
-                                 "export_precision": export_precision})
-    if tcfg.quantize == "none":
-        model = model.merge_and_unload()  # same outputs, no LoRA detour: faster export
-    logits = {"val": result.val_logits}
-    t_export = time.perf_counter()
-    for s in ("train", "test"):
-        logits[s] = train.predict_logits(model, ids[s], tok.pad_token_id, label=f"teacher logits {s}",
-                                         bf16=tcfg.precision == "bf16", procs=procs)
-    transfer_texts = load_transfer_texts(tcfg.transfer, exclude=[t for s in SPLITS for t in texts[s]])
-    if transfer_texts:
-        ids[TRANSFER] = train.tokenize(tok, transfer_texts, tcfg.max_length)
-        logits[TRANSFER] = train.predict_logits(model, ids[TRANSFER], tok.pad_token_id, label="teacher logits transfer",
-                                                bf16=tcfg.precision == "bf16", procs=procs)
-    export_seconds = time.perf_counter() - t_export
-    export_tokens = sum(len(x) for s in ("train", "test", TRANSFER) for x in ids.get(s, ()))
+    adapter, precision = _save_adapter(plan, rows, teacher, procs)
+    export = _export_logits(plan, rows, teacher, result.val_logits, procs)
     lap("export_logits")
-
-    all_texts = {s: [texts[s][i] for i in export_idx[s]] for s in SPLITS}
-    if transfer_texts:
-        all_texts[TRANSFER] = transfer_texts
-    parts = list(all_texts)
-    if tcfg.embedder == "teacher-input":  # a lookup in the input-embedding layer: the main process alone
-        emb = {s: embed.teacher_input_embeddings(model, tok, all_texts[s], max_length=tcfg.max_length)
-               for s in parts} if procs.is_main else None
-        source = f"teacher-input ({tcfg.model}, input-embedding layer, mean over non-pad tokens)"
-    else:
-        del model
-        flat = [x for s in parts for x in all_texts[s]]
-        vectors = _sharded_embeddings(procs, tcfg.embedder, flat)
-        cuts = np.cumsum([len(all_texts[s]) for s in parts])[:-1]
-        emb = dict(zip(parts, np.split(vectors, cuts)))
-        source = (f"{tcfg.embedder} (model2vec static token vectors, mean over tokens)" if tcfg.embedder.endswith("-static")
-                  else f"{tcfg.embedder} (last hidden state, mean-pooled over tokens, max {embed.ENCODER_MAX_LENGTH} tokens)")
+    emb, source = _embeddings(plan, rows, teacher, export, procs)
     lap("embeddings")
     if not procs.is_main:
         return  # the main process writes and publishes the cache
 
-    splits = {}
-    for s in SPLITS:
-        sub = rows[s][export_idx[s].tolist()]
-        splits[s] = TeacherSplit(ids=sub["id"].to_list(), texts=sub["text"].to_list(), labels=labels[s][export_idx[s]],
-                                 logits=logits[s].astype(np.float32), probs=softmax(logits[s]).astype(np.float32),
-                                 embeddings=emb[s].astype(np.float32))
-    if transfer_texts:
-        splits[TRANSFER] = TeacherSplit(ids=[text_id(t) for t in transfer_texts], texts=transfer_texts,
-                                        labels=np.full(len(transfer_texts), UNLABELED, dtype=np.int64),
-                                        logits=logits[TRANSFER].astype(np.float32),
-                                        probs=softmax(logits[TRANSFER]).astype(np.float32),
-                                        embeddings=emb[TRANSFER].astype(np.float32))
-    n_classes = len(class_names)
+    splits = _splits(rows, export, emb)
+    n = len(rows.class_names)
     probe = probe_ceiling(splits["train"].embeddings, splits["train"].labels, splits["val"].embeddings,
-                          splits["val"].labels, splits["test"].embeddings, splits["test"].labels, n_classes)
+                          splits["val"].labels, splits["test"].embeddings, splits["test"].labels, n)
     lap("probe")
-    metrics = {s: classification_metrics(labels[s][export_idx[s]], logits[s].argmax(1), n_classes)
-               for s in ("val", "test")}
-    extra = {
-        "teacher_metrics": metrics,
-        # a logistic regression on the cached embeddings alone: the teacher must beat it for distillation to help
-        "probe_ceiling": probe,
-        "lora_trainable_params": int(n_trainable),
-        "model": tcfg.model,
-        "embedder": tcfg.embedder,
-        "profile": tcfg.profile,
-        "precision": tcfg.precision,
-        "export_precision": export_precision,  # what reproduces the logits from the adapter (its README shows how)
-        "caps": {
-            "epochs": tcfg.epochs, "max_length": tcfg.max_length, "max_train_examples": tcfg.max_train_examples,
-            "max_export_examples": tcfg.max_export_examples, "fine_tune_examples": int(len(tune_idx)),
-            "dataset_rows": {s: rows[s].height for s in SPLITS},
-            "exported_rows": {s: int(len(export_idx[s])) for s in SPLITS},
-            "truncated_fraction": round(float(np.mean(np.array(full_lengths) > tcfg.max_length)), 4)
-            if full_lengths else 0.0,
-        },
-        "fine_tune": {"best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
-                      "history": result.history, "optimizer_steps": result.steps,
-                      "resumed_at_step": result.resumed_at_step, "tokens": result.tokens,
-                      "train_seconds": result.train_seconds,
-                      "tokens_per_second": round(result.tokens / max(result.train_seconds, 1e-9), 1),
-                      "gradient_checkpointing": bool(gradient_checkpointing or tcfg.quantize != "none")},
-        "export": {"tokens": int(export_tokens), "seconds": round(export_seconds, 3),
-                   "tokens_per_second": round(export_tokens / max(export_seconds, 1e-9), 1),
-                   "what": "teacher logits of the exported train and test rows (val's come from the fine-tune)"},
-        "processes": {"count": procs.world, "device": procs.device.type,
-                      "backend": procs.accelerator.state.backend if procs.world > 1 else None},
-        "adapter": "adapter",  # peft format with tokenizer and labels.json: see its README.md
-        "device": _device_name(procs),
-        "data_key": plan.data.key.short,
-    }
+    metrics = {s: classification_metrics(splits[s].labels, export.logits[s].argmax(1), n) for s in ("val", "test")}
     procs.log({f"{s}/teacher_{k}": v for s in metrics for k, v in metrics[s].items() if isinstance(v, (int, float))},
               step=result.steps)
-    staged = wdir / "publish"
-    shutil.rmtree(staged, ignore_errors=True)
+    extra = _manifest_extra(plan, rows, teacher, result, export, precision, metrics, probe, procs,
+                            gradient_checkpointing)
     timings["total_before_write"] = round(time.perf_counter() - t0, 2)
     extra["timings"] = timings
-    write_teacher_cache(staged, splits, key=tkey.full, inputs=tkey.inputs, task=dcfg.task, class_names=class_names,
-                        embedding_source=source, extra=extra)
-    shutil.copytree(adapter_tmp, staged / "adapter")
-    _fsync_tree(staged)
-    if final.exists():  # an incomplete leftover without a manifest
-        shutil.rmtree(final)
-    os.rename(staged, final)
-    shutil.rmtree(wdir, ignore_errors=True)
+    write_teacher_cache(final, splits, key=plan.teacher.key.full, inputs=plan.teacher.key.inputs,
+                        task=plan.data.config.task, class_names=rows.class_names, embedding_source=source, extra=extra,
+                        directories={"adapter": adapter})
+    shutil.rmtree(work_dir(plan.teacher.key.short), ignore_errors=True)
     log.info("teacher cache %s: val accuracy %.4f, test accuracy %.4f (probe ceiling on its embeddings: test %.4f), "
              "%.0f s", final, metrics["val"]["accuracy"], metrics["test"]["accuracy"], probe["test"]["accuracy"],
              time.perf_counter() - t0)
