@@ -311,3 +311,30 @@ def test_baselines_of_a_device_trained_student_train_exactly():
     assert all(b.gradient == "adjoint" and b.shots is None and not b.train_noise and b.spsa_c == 0.2
                for b in baselines)
     assert _baselines(replace(cfg, gradient="adjoint", shots=None, train_noise="", spsa_c=0.2)) == baselines
+
+
+def test_report_shows_what_training_on_hardware_would_cost(tmp_path):
+    from stages.report import tables as T
+    from stages.report.runs import Run
+
+    m = QuantumStudent(384, 2, "paper", 11, 2)
+    cfg = StudentConfig(gradient="parameter-shift", shots=128, epochs=2, seeds=(0, 1))
+    summary = {"test": {"accuracy": {"mean": 0.75, "std": 0.01}}, "train_seconds_per_epoch": {"mean": 90.0, "std": 1.0}}
+
+    def run(key, model, config, cost):
+        metrics = {"model": model, "config": config, "summary": summary, "seeds": [{"seed": 0}]}
+        if cost:
+            metrics["device_cost"] = cost
+        return Run(key=key, path=tmp_path / key, manifest={}, metrics=metrics)
+
+    runs = [run("ps", "quantum", {"gradient": "parameter-shift", "shots": 128}, device_cost(cfg, m, 6460, 2154)),
+            run("adj", "quantum", {}, device_cost(StudentConfig(), m, 6460, 2154)),
+            run("old", "quantum", {}, None), run("lr", "logreg", {}, None)]
+    table = T.device_cost_table(runs)
+    assert [row[-1] for row in table.rows] == ["ps", "adj"]
+    ps, adj = table.rows
+    assert ps[1] == "parameter-shift" and ps[2] == "128" and ps[6] == "151" and ps[7] == "975,460"
+    assert ps[9] == "2 × 2" and ps[10] == "3.90M" and ps[11] == "499.44M"
+    assert adj[1] == "adjoint (costed as parameter-shift)" and adj[2] == "1,024 (assumed)" and "days" in adj[12]
+    assert "260 µs per shot" in table.note
+    assert T.device_cost_table(runs[2:]) is None

@@ -312,6 +312,11 @@ def write_report(out: Path, runs: list[Run], teachers: dict[str, Teacher], paper
                "![Accuracy against shots](accuracy-vs-shots.png)", "", T.shots_table(noise, runs).markdown(), ""]
     else:
         md += ["No shot or noise evaluations yet; `qdllm student noise --run KEY` makes them (docs/noise.md).", ""]
+    cost = T.device_cost_table(runs)
+    md += ["### What training on hardware would cost", ""]
+    md += ([cost.markdown(), ""] if cost else
+           ["No quantum run records a device cost yet (runs trained before the cost model); retrain with "
+            "`make student` (docs/student.md, training as a device would).", ""])
 
     ablations = (T.loss_ablation_tables(runs, teachers), T.teacher_ablation_tables(runs, teachers),
                  T.size_ablation_tables(runs, teachers))

@@ -287,3 +287,58 @@ def shots_table(evals: list, runs: list[Run]) -> Table:
                            if acc.get("mean") is not None else DASH,
                            f"{min(ok):,}" if ok else DASH, f"{rate:.3g}" if rate else DASH, e.run, e.key])
     return t
+
+
+def _duration(seconds: float | None) -> str:
+    """Device time in the largest unit that keeps it readable (s, h, days, years)."""
+    if seconds is None:
+        return DASH
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("h", 3600)):
+        if seconds >= size:
+            return f"{seconds / size:,.1f} {unit}"
+    return f"{seconds:,.0f} s"
+
+
+def _big(n: int | float | None) -> str:
+    """Counts of circuits and shots: exact below a million, 975.5k style above a thousand, 3.2G style above 1e9."""
+    if n is None:
+        return DASH
+    for suffix, size in (("T", 1e12), ("G", 1e9), ("M", 1e6)):
+        if n >= size:
+            return f"{n / size:,.2f}{suffix}"
+    return f"{int(n):,}"
+
+
+def device_cost_table(runs: list[Run]) -> Table | None:
+    """What training each quantum run would take on a device (its metrics.json ``device_cost``); None when no run
+    recorded one."""
+    rows = [(r, r.metrics.get("device_cost")) for r in runs if r.model == "quantum"]
+    rows = [(r, c) for r, c in rows if isinstance(c, dict) and c.get("circuits_per_epoch") is not None]
+    if not rows:
+        return None
+    first = rows[0][1].get("assumptions") or {}
+    t = Table(title="What training on hardware would cost",
+              headers=["Student", "Trained by", "Shots", "Train noise", "Test acc (%)", "Simulator s/epoch",
+                       "Circuits / example·step", "Circuits / epoch", "Shots / epoch", "Epochs × seeds", "Circuits in all",
+                       "Shots in all", "Device time in all", "Run"],
+              note=("Circuit executions and shots of the training circuits (forward and gradient circuits of every "
+                    "example, epoch and seed; each register of parallel:K its own circuit), and the device time they "
+                    f"would need at {1e6 * float(first.get('seconds_per_shot') or 0):.0f} µs per shot and "
+                    f"{1e3 * float(first.get('seconds_per_circuit') or 0):g} ms per circuit (the runs' "
+                    "--device-shot-us and --device-circuit-ms; docs/student.md says where the figures come from). "
+                    "An adjoint run is exact, which no device is: it is costed as the same training by "
+                    "parameter-shift at the shots its row names. 'In all' covers every epoch and seed of the run; "
+                    "validation on the device is not included."))
+    for r, c in rows:
+        cfg = r.config
+        trained = c.get("gradient", cfg.get("gradient", "adjoint"))
+        if c.get("costed_as") and c.get("costed_as") != trained:
+            trained += f" (costed as {c['costed_as']})"
+        shots = cfg.get("shots")
+        t.rows.append([r.label, trained, f"{c.get('shots_per_circuit'):,}" + ("" if shots else " (assumed)"),
+                       cfg.get("train_noise") or "none", pct(r.stat("test", "accuracy")),
+                       secs(r.stat("", "train_seconds_per_epoch")), f"{c.get('circuits_per_example_step'):,}",
+                       _big(c.get("circuits_per_epoch")), _big(c.get("shots_per_epoch")),
+                       f"{c.get('epochs', '?')} × {c.get('seeds', '?')}", _big(c.get("circuits_total")), _big(c.get("shots_total")),
+                       _duration(c.get("seconds_estimate")), r.key])
+    return t
