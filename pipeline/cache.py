@@ -251,12 +251,59 @@ def read_manifest(path: Path) -> dict[str, Any]:
         manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
     except ValueError:
         raise QdllmError(f"{path / MANIFEST} is not valid JSON; rebuild or pull the cache.") from None
+    return check_manifest(manifest, path / MANIFEST)
+
+
+def plain_name(name: Any) -> bool:
+    """A file name a manifest may use: one visible path component inside the cache directory."""
+    return (isinstance(name, str) and name not in ("", ".", "..", MANIFEST) and not name.startswith(".")
+            and "/" not in name and "\\" not in name and "\0" not in name)
+
+
+def check_manifest(manifest: Any, where: Path | str, fix: str = "rebuild or pull the cache") -> dict[str, Any]:
+    """The shape every reader of a teacher-cache manifest relies on, checked in one place: ``manifest`` is
+    returned as is, or one ``QdllmError`` sentence naming ``where`` (the file) says what is wrong and ``fix``."""
+    def bad(what: str) -> QdllmError:
+        return QdllmError(f"{where} is not a valid teacher-cache manifest ({what}); {fix}.")
+
+    if not isinstance(manifest, dict):
+        json_type = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+        raise bad(f"it holds a JSON {json_type.get(type(manifest), 'null')}, not an object")
     version = manifest.get("schema_version")
     if version != SCHEMA_VERSION:
-        raise QdllmError(
-            f"{path} uses cache schema version {version!r}, but this qdllm reads version {SCHEMA_VERSION}; "
-            "rebuild the cache or use a matching qdllm."
-        )
+        raise QdllmError(f"{where} records cache schema version {version!r}, but this qdllm reads version "
+                         f"{SCHEMA_VERSION}; {fix} with a matching qdllm.")
+    if not isinstance(manifest.get("key"), str) or not manifest["key"]:
+        raise bad("key is missing or not a string")
+    if not isinstance(manifest.get("task", ""), str):
+        raise bad("task is not a string")
+    names = manifest.get("class_names")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise bad("class_names is missing or not a list of names")
+    dim = manifest.get("embedding_dim")
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+        raise bad(f"embedding_dim is {dim!r}, not a positive integer")
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise bad("files is missing or not an object")
+    for split in SPLITS:
+        if split not in files:
+            raise bad(f"files lists no {split} split")
+    for split, info in files.items():
+        if not isinstance(info, dict):
+            raise bad(f"files.{split} is not an object")
+        if not plain_name(info.get("file")):
+            raise bad(f"files.{split}.file {info.get('file')!r} is an unsafe file name, not a plain name inside the "
+                      "cache directory")
+        rows = info.get("rows")
+        if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
+            raise bad(f"files.{split}.rows is {rows!r}, not a row count")
+        sha = info.get("sha256")
+        if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            raise bad(f"files.{split}.sha256 is not a sha256 hex digest")
+    adapter = manifest.get("adapter")
+    if adapter is not None and not plain_name(adapter):
+        raise bad(f"adapter {adapter!r} is an unsafe directory name, not a plain name inside the cache directory")
     return manifest
 
 
@@ -328,7 +375,6 @@ def read_teacher_cache(path: Path, splits: tuple[str, ...] = SPLITS, *, verify_h
         _check_arrays(name, s, num_classes, dim, where=str(fpath))
         out[name] = s
     return TeacherCache(path=path, manifest=manifest, splits=out)
-
 
 
 @dataclass(frozen=True, kw_only=True)

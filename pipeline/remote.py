@@ -33,7 +33,8 @@ from pipeline.publish import MANIFEST, TMP_MARK, is_complete, key_lock, publish_
 KINDS = ("teacher", "student")
 INDEX = "files.sha256"
 _CHUNK = 8 << 20
-_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+DEFAULT_TIMEOUT_S = 30
 
 
 # ------------------------------------------------------------------ remotes
@@ -65,7 +66,8 @@ def _s3(uri: str, endpoint_url: str | None, region: str | None) -> Remote:
         raise QdllmError(f"Remote {uri!r} names no bucket; use s3://BUCKET/PREFIX.")
     endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    kw: dict[str, Any] = dict(connect_timeout=5, request_timeout=60,
+    # two attempts, each given up after half of the remote timeout without a byte (a stall, not a total)
+    kw: dict[str, Any] = dict(connect_timeout=5, request_timeout=max(1, remote_timeout() // 2),
                               retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=2))
     if endpoint:
         e = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
@@ -78,6 +80,29 @@ def _s3(uri: str, endpoint_url: str | None, region: str | None) -> Remote:
         except (OSError, ValueError) as e:
             raise _translate(e, uri, "reach") from None
     return Remote(pafs.S3FileSystem(**kw), f"{u.netloc}/{u.path.strip('/')}".rstrip("/"), uri)
+
+
+def remote_timeout() -> int:
+    """Seconds a remote may take to answer, retries included, before a command gives up (QDLLM_REMOTE_TIMEOUT)."""
+    raw = os.environ.get("QDLLM_REMOTE_TIMEOUT", "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT_S
+    try:
+        seconds = int(float(raw))
+    except ValueError:
+        seconds = 0
+    if seconds < 1:
+        raise QdllmError(f"QDLLM_REMOTE_TIMEOUT={raw!r} is not a whole number of seconds of at least 1; "
+                         f"unset it (default {DEFAULT_TIMEOUT_S}) or set it to e.g. 30.")
+    return seconds
+
+
+def _bounded_uri(uri: str, scheme: str) -> str:
+    """``uri`` with a retry time limit for object stores whose client would otherwise retry for many minutes
+    (GCS looks for credentials on a metadata server and retries for 15 minutes when there is none)."""
+    if scheme in ("gs", "gcs") and "retry_limit_seconds=" not in uri:  # its last back-off may take as long again
+        return f"{uri}{'&' if '?' in uri else '?'}retry_limit_seconds={max(1, remote_timeout() // 2)}"
+    return uri
 
 
 def open_remote(uri: str, *, endpoint_url: str | None = None, region: str | None = None) -> Remote:
@@ -94,7 +119,7 @@ def open_remote(uri: str, *, endpoint_url: str | None = None, region: str | None
     if scheme in ("s3", "s3a"):
         return _s3(uri, endpoint_url, region)
     try:
-        fs, root = pafs.FileSystem.from_uri(uri)
+        fs, root = pafs.FileSystem.from_uri(_bounded_uri(uri, scheme))
     except (OSError, ValueError, pafs_errors()) as e:
         raise _translate(e, uri, "open") from None
     return Remote(fs, root.rstrip("/"), uri)
@@ -119,6 +144,13 @@ _AUTH = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ACCESS_DENIED", "Access
 def _translate(e: BaseException, uri: str, doing: str) -> QdllmError:
     """One sentence for a filesystem error: unreachable, refused credentials, missing bucket, or the first line."""
     msg = " ".join(str(e).split())
+    if "OAuth2 access token" in msg:
+        return QdllmError(f"Could not get Google Cloud credentials for remote {uri} within {remote_timeout()} s; set "
+                          "GOOGLE_APPLICATION_CREDENTIALS to a service-account key file (or run `gcloud auth "
+                          "application-default login`) and check the network.")
+    if "Retry policy exhausted" in msg:
+        return QdllmError(f"Remote {uri} did not answer within {remote_timeout()} s (QDLLM_REMOTE_TIMEOUT); check the "
+                          "address, the credentials and the network.")
     if any(s in msg for s in _CONNECT):
         return QdllmError(f"Cannot reach remote {uri} (connection failed); check the address, --endpoint-url "
                           "(or AWS_ENDPOINT_URL) and the network.")
@@ -178,9 +210,25 @@ def _check_kind(kind: str) -> None:
         raise QdllmError(f"--kind {kind!r} is not one of {', '.join(KINDS)}.")
 
 
+def valid_key(key: str) -> bool:
+    """A name a cache directory may have: letters, digits, ``_.-`` (not first), at most 128, no temporary mark."""
+    return isinstance(key, str) and bool(_KEY_RE.match(key)) and TMP_MARK not in key
+
+
 def _check_key(key: str) -> None:
-    if not _KEY_RE.match(key or "") or TMP_MARK in key:
+    if not valid_key(key):
         raise QdllmError(f"{key!r} is not a cache key (hex digits as printed by `qdllm key` or `qdllm cache ls`).")
+
+
+def _check_manifest(kind: str, manifest: Any, where: str, fix: str) -> dict:
+    """A manifest's shape, checked where it is read: a teacher cache's in full, a student run's is an object."""
+    if kind == "teacher":
+        from pipeline.cache import check_manifest
+
+        return check_manifest(manifest, where, fix=fix)
+    if not isinstance(manifest, dict):
+        raise QdllmError(f"{where} is not a valid {kind} manifest (it holds no JSON object); {fix}.")
+    return manifest
 
 
 def remote_manifest(kind: str, key: str, remote: Remote) -> dict | None:
@@ -188,9 +236,10 @@ def remote_manifest(kind: str, key: str, remote: Remote) -> dict | None:
     if data is None:
         return None
     try:
-        return json.loads(data)
+        manifest = json.loads(data)
     except ValueError:
         raise QdllmError(f"{remote.uri}: {kind}/{key}/{MANIFEST} is not valid JSON; push the cache again.") from None
+    return _check_manifest(kind, manifest, f"{remote.uri}: {kind}/{key}/{MANIFEST}", "push the cache again")
 
 
 def remote_keys(kind: str, remote: str | Remote, **open_kw) -> list[str]:
@@ -205,17 +254,18 @@ def remote_keys(kind: str, remote: str | Remote, **open_kw) -> list[str]:
     keys = set()
     for i in infos:
         rel = i.path[len(base):].strip("/").split("/")
-        if len(rel) == 2 and rel[1] == MANIFEST and i.type == pafs.FileType.File:
+        if len(rel) == 2 and rel[1] == MANIFEST and i.type == pafs.FileType.File and valid_key(rel[0]):
             keys.add(rel[0])
     return sorted(keys)
 
 
 def local_keys(kind: str, cache_root: Path | None = None) -> list[str]:
     """Keys of complete local directories of one kind."""
+    _check_kind(kind)
     base = Path(cache_root or paths.cache_dir()) / kind
     if not base.is_dir():
         return []
-    return sorted(p.name for p in base.iterdir() if p.is_dir() and TMP_MARK not in p.name and is_complete(p))
+    return sorted(p.name for p in base.iterdir() if p.is_dir() and valid_key(p.name) and is_complete(p))
 
 
 # ------------------------------------------------------------------ indexes and verification
@@ -244,6 +294,13 @@ def parse_index(data: bytes, where: str) -> dict[str, str]:
         if len(sha) != 64 or not rel:
             raise QdllmError(f"{where} is not a sha256sum-style index; push the cache again.")
         out[_safe_rel(rel, where)] = sha
+    for rel in out:
+        parent = PurePosixPath(rel).parent
+        while parent.parts:
+            if parent.as_posix() in out:
+                raise QdllmError(f"{where} is malformed: it lists {parent.as_posix()!r} as a file and also "
+                                 f"{rel!r} inside it; refusing it.")
+            parent = parent.parent
     return out
 
 
@@ -339,9 +396,10 @@ def _local_manifest(kind: str, key: str, cache_root: Path | None) -> tuple[Path,
         raise QdllmError(f"No complete {kind} cache {key} under {src.parent}; build it first or list keys with "
                          "`qdllm cache ls`.")
     try:
-        return src, json.loads((src / MANIFEST).read_text(encoding="utf-8"))
+        manifest = json.loads((src / MANIFEST).read_text(encoding="utf-8"))
     except ValueError:
         raise QdllmError(f"{src / MANIFEST} is not valid JSON; rebuild the cache.") from None
+    return src, _check_manifest(kind, manifest, str(src / MANIFEST), "rebuild the cache")
 
 
 def _upload_file(remote: Remote, local: Path, dest: str, advance: Callable[[int], None]) -> str:
@@ -422,6 +480,7 @@ def _remote_fetcher(r: Remote, kind: str, key: str) -> Fetch:
 
 
 ADAPTER_DIR = "adapter/"  # the teacher's LoRA adapter: named by the manifest, not needed for student work
+ADAPTER_TMP = "-adapter-"  # ``.<key>-adapter-XXXX``: an adapter being pulled into a complete cache, under its key lock
 
 
 def _missing_adapter(final: Path) -> bool:
@@ -429,10 +488,11 @@ def _missing_adapter(final: Path) -> bool:
     if final.parent.name != "teacher":
         return False
     try:
-        name = json.loads((final / MANIFEST).read_text(encoding="utf-8")).get("adapter")
+        manifest = json.loads((final / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return bool(name) and not (final / str(name)).is_dir()
+    name = manifest.get("adapter") if isinstance(manifest, dict) else None
+    return isinstance(name, str) and bool(name) and not (final / name).is_dir()
 
 
 def pull(kind: str, key: str, remote: str | Remote, *, cache_root: Path | None = None,
@@ -450,15 +510,15 @@ def pull(kind: str, key: str, remote: str | Remote, *, cache_root: Path | None =
     if is_complete(final) and (no_adapter or not _missing_adapter(final)):
         return final
     r = _as_remote(remote, endpoint_url, region)
+    manifest = remote_manifest(kind, key, r)  # checked before anything is written here
+    if manifest is None:
+        check_reachable(r)
+        raise QdllmError(f"Remote {r.uri} has no {kind} cache {key}; push it from the machine that built it, "
+                         f"or list the remote with `qdllm cache ls --remote {r.uri}`.")
+    index = _expected_index(kind, key, manifest, _read_bytes(r, r.path(kind, key, INDEX)), r.uri)
     with key_lock(final):
         if is_complete(final) and (no_adapter or not _missing_adapter(final)):
             return final
-        manifest = remote_manifest(kind, key, r)
-        if manifest is None:
-            check_reachable(r)
-            raise QdllmError(f"Remote {r.uri} has no {kind} cache {key}; push it from the machine that built it, "
-                             f"or list the remote with `qdllm cache ls --remote {r.uri}`.")
-        index = _expected_index(kind, key, manifest, _read_bytes(r, r.path(kind, key, INDEX)), r.uri)
         if is_complete(final):  # complete but without its adapter: fetch only the adapter, then move it in
             return _add_adapter(final, kind, key, index, r)
         if no_adapter:
@@ -482,7 +542,7 @@ def _add_adapter(final: Path, kind: str, key: str, index: dict[str, str], r: Rem
         return final
     fetch = _remote_fetcher(r, kind, key)
     bar, advance = _bar(f"pull {kind}/{key} adapter", sum(_remote_sizes(r, kind, key)[f] for f in files))
-    with bar, tempfile.TemporaryDirectory(dir=final.parent, prefix=f".{key}-adapter-") as tmp:
+    with bar, tempfile.TemporaryDirectory(dir=final.parent, prefix=f".{key}{ADAPTER_TMP}") as tmp:
         for rel, sha in sorted(files.items()):
             dst = Path(tmp) / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -496,6 +556,8 @@ def verify_remote(kind: str, key: str, remote: str | Remote, **open_kw) -> int:
     """Stream one remote directory and check every file against its index; returns the bytes read."""
     import tempfile
 
+    _check_kind(kind)
+    _check_key(key)
     r = _as_remote(remote, **open_kw)
     manifest = remote_manifest(kind, key, r)
     if manifest is None:
@@ -523,9 +585,16 @@ def export_tar(dest: Path, items: list[tuple[str, str]], *, cache_root: Path | N
     tmp = dest.with_name(f".{dest.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
     srcs = [(kind, key, *_local_manifest(kind, key, cache_root)) for kind, key in items]
     total = sum((src / f).stat().st_size for _, _, src, _ in srcs for f in _local_files(src))
+    if dest.is_dir():
+        raise QdllmError(f"{dest} is a directory; give --to a file name such as {dest / 'caches.tar'}.")
+    try:
+        out = open(tmp, "xb")
+    except OSError as e:
+        raise QdllmError(f"Cannot write {dest} ({(e.strerror or str(e)).lower()}); give --to a file in an existing "
+                         "directory you can write to.") from None
     bar, advance = _bar(f"export {len(srcs)} cache(s)", total)
     try:
-        with bar, tarfile.open(tmp, mode) as tar:
+        with out, bar, tarfile.open(fileobj=out, mode=mode) as tar:
             for kind, key, src, manifest in srcs:
                 index = {}
                 for rel in _local_files(src):
@@ -549,15 +618,41 @@ def export_tar(dest: Path, items: list[tuple[str, str]], *, cache_root: Path | N
     return dest
 
 
+def _unreadable_archive(e: BaseException) -> bool:
+    """An error of reading a damaged archive (not of the machine: those OSErrors carry an errno)."""
+    import lzma
+    import zlib
+
+    return isinstance(e, (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError)) or (
+        isinstance(e, OSError) and e.errno is None)
+
+
 def import_tar(src: Path, *, cache_root: Path | None = None) -> list[tuple[str, str, str]]:
     """Verify and publish every directory in an exported tar; returns (kind, key, "imported"|"present")."""
     src = Path(src)
     if not src.is_file():
         raise QdllmError(f"No file {src}; give the tar written by `qdllm cache export`.")
     try:
+        return _import_tar(src, cache_root)
+    except QdllmError:
+        raise
+    except Exception as e:
+        if not _unreadable_archive(e):
+            raise
+        why = " ".join(str(e).split())[:200].rstrip(".") or type(e).__name__
+        raise QdllmError(f"{src} is truncated or corrupt ({why}); export it again.") from None
+
+
+def _import_tar(src: Path, cache_root: Path | None) -> list[tuple[str, str, str]]:
+    try:
         tar = tarfile.open(src, "r:*")
-    except (tarfile.TarError, OSError) as e:
-        raise QdllmError(f"{src} is not a readable tar file ({str(e).splitlines()[0]}).") from None
+    except OSError as e:
+        if e.errno is None:  # a damaged compressed stream
+            raise QdllmError(f"{src} is not a readable tar file (truncated or corrupt); export it again.") from None
+        raise QdllmError(f"Cannot read {src} ({(e.strerror or str(e)).lower()}).") from None
+    except tarfile.TarError:
+        raise QdllmError(f"{src} is not a readable tar file (not a tar, or truncated or corrupt); give the file "
+                         "written by `qdllm cache export`, or export it again.") from None
     out = []
     with tar:
         groups: dict[tuple[str, str], dict[str, tarfile.TarInfo]] = {}
@@ -565,8 +660,12 @@ def import_tar(src: Path, *, cache_root: Path | None = None) -> list[tuple[str, 
             if m.isdir():
                 continue
             parts = m.name.split("/", 2)
-            if len(parts) != 3 or parts[0] not in KINDS or not _KEY_RE.match(parts[1]) or not m.isfile():
+            if len(parts) != 3 or parts[0] not in KINDS or not m.isfile():
                 raise QdllmError(f"{src} holds {m.name!r}, which is not part of an exported cache; refusing it.")
+            if not valid_key(parts[1]):
+                raise QdllmError(f"{src} holds {m.name!r}, which is not part of an exported cache ({parts[1]!r} is "
+                                 f"not a valid cache key: letters, digits, '_', '.' and '-', without {TMP_MARK!r}); "
+                                 "refusing it.")
             groups.setdefault((parts[0], parts[1]), {})[parts[2]] = m
         if not groups:
             raise QdllmError(f"{src} holds no caches; export some with `qdllm cache export --to FILE.tar`.")
@@ -578,11 +677,13 @@ def import_tar(src: Path, *, cache_root: Path | None = None) -> list[tuple[str, 
                 out.append((kind, key, "present"))
                 continue
             if MANIFEST not in members:
-                raise QdllmError(f"{where} has no {MANIFEST} (an incomplete export); export it again.")
+                raise QdllmError(f"{where} has no {MANIFEST} (the archive is incomplete, truncated or corrupt); "
+                                 "export it again.")
             try:
                 manifest = json.loads(tar.extractfile(members[MANIFEST]).read())
             except ValueError:
                 raise QdllmError(f"{where}/{MANIFEST} is not valid JSON; export it again.") from None
+            manifest = _check_manifest(kind, manifest, f"{where}/{MANIFEST}", "export it again")
             idx = tar.extractfile(members[INDEX]).read() if INDEX in members else None
             index = _expected_index(kind, key, manifest, idx, str(src))
             absent = sorted(set(index) - set(members))
@@ -646,6 +747,18 @@ def _free_lock(path: Path, remove: bool = True) -> bool:
         return False
 
 
+def _adapter_leftovers(root: Path) -> list[Path]:
+    """Adapter directories of interrupted pulls (``teacher/.<key>-adapter-*``) whose key lock nobody holds."""
+    out = []
+    for p in sorted(root.rglob(f".*{ADAPTER_TMP}*")):
+        if p.parent.name != "teacher" or not p.is_dir() or p.is_symlink():
+            continue
+        lock = p.parent / f"{p.name[:p.name.rindex(ADAPTER_TMP)]}.lock"
+        if not lock.exists() or _free_lock(lock, remove=False):
+            out.append(p)
+    return out
+
+
 def gc(roots: list[Path], *, dry_run: bool = False) -> list[Path]:
     """Remove leftovers of interrupted writes (dead writers only) and lock files nobody holds."""
     import shutil
@@ -657,8 +770,9 @@ def gc(roots: list[Path], *, dry_run: bool = False) -> list[Path]:
         root = Path(root)
         if not root.is_dir():
             continue
-        for p in stale_temporaries(root):
-            if p.exists() and is_stale(p):
+        leftovers = [p for p in stale_temporaries(root) if is_stale(p)] + _adapter_leftovers(root)
+        for p in leftovers:
+            if os.path.lexists(p):  # not inside one removed before it
                 removed.append(p)
                 if not dry_run:
                     shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)

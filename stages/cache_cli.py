@@ -15,7 +15,9 @@ from pipeline.models import display_name
 
 app = typer.Typer(help="Share teacher caches: push, pull, ls, verify, gc, export, import.", no_args_is_help=True)
 
-RemoteOpt = Annotated[str, typer.Option("--remote", "-r", help="DIR, file:///DIR, s3://BUCKET/PREFIX, gs://…, hdfs://…")]
+RemoteOpt = Annotated[str, typer.Option(
+    "--remote", "-r", help="DIR, file:///DIR, s3://BUCKET/PREFIX, gs://…, hdfs://… (an object store that gives no "
+    "answer within $QDLLM_REMOTE_TIMEOUT seconds, default 30, is reported as such).")]
 MaybeRemote = Annotated[Optional[str], typer.Option("--remote", "-r", help="Also list/check this remote.")]
 Keys = Annotated[Optional[list[str]], typer.Option("--key", "-k", help="Only this key (repeatable); default: all.")]
 Kind = Annotated[str, typer.Option("--kind", help="teacher (teacher-logit caches) | student (student runs).")]

@@ -290,9 +290,15 @@ def teacher_caches(task: str | None = None, teacher_key: str | None = None, remo
         if not is_complete(path):
             raise missing_cache_error(teacher_key)
         return [path]
-    found = sorted(p for p in root.glob("*") if p.is_dir() and not p.name.startswith(".") and is_complete(p))
-    if task:
-        found = [p for p in found if teacher_manifest(p).task == task]
+    found = []
+    for p in sorted(p for p in root.glob("*") if p.is_dir() and not p.name.startswith(".") and is_complete(p)):
+        try:
+            manifest = teacher_manifest(p)
+        except QdllmError as e:  # one damaged cache must not stop work on the others
+            log.warning("Skipped a damaged teacher cache: %s", e)
+            continue
+        if not task or manifest.task == task:
+            found.append(p)
     if not found:
         what = f"for task {task!r} " if task else ""
         raise QdllmError(f"No teacher cache {what}under {root}; build one with `make teacher TASK={task or '...'}` "
