@@ -107,3 +107,27 @@ def test_weight_decay_applies_only_to_weight_matrices():
     mask = q.unpack(q.decay_mask())
     assert mask["enc_w"].all() and mask["head_w"].all()
     assert not mask["enc_b"].any() and not mask["theta"].any() and not mask["enc_scale"].any()
+
+
+def test_a_run_recorded_before_the_trainer_settings_existed_opens_as_it_was_trained(isolated_dirs):
+    """Runs written before --schedule, --warmup, --encoding-scale and --readout recorded none of them: they were
+    trained with a constant rate, no angle scales and the Z readout, whatever today's defaults are."""
+    import json
+
+    from helpers import run_cli, write_synthetic_cache
+
+    from stages.student.run import StudentRun
+
+    write_synthetic_cache(isolated_dirs / "cache" / "teacher" / "t1", n=40, dim=6)
+    r = run_cli("student", "--teacher-key", "t1", "--no-classical", "--no-ce-baseline", "--qubits", "2",
+                "--epochs", "1", "--seeds", "0", "--schedule", "constant", "--warmup", "0", "--no-encoding-scale")
+    assert r.returncode == 0, r.stderr
+    (run,) = [p for p in (isolated_dirs / "cache" / "student").iterdir() if not p.name.startswith(".")]
+    manifest = json.loads((run / "manifest.json").read_text())
+    for name in ("schedule", "warmup", "encoding_scale", "readout", "weight_decay"):
+        del manifest["config"][name]
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    opened = StudentRun.open(run)
+    assert (opened.config.schedule, opened.config.encoding_scale, opened.config.readout) == ("constant", False, "z")
+    best = opened.best()
+    assert "enc_scale" not in best.model.shapes and best.model.unpack(best.weights)["theta"].shape == (10,)  # 2 qubits, 2 layers

@@ -40,9 +40,14 @@ log = logging.getLogger(__name__)
 METRICS = "metrics.json"
 WEIGHTS = "weights-seed{seed}.safetensors"
 CHECKPOINT_FORMAT = "qdllm-student-checkpoint-1"
+# What runs recorded before these settings existed were trained with (their defaults then differ from today's).
+RECORDED_BEFORE = {"schedule": "constant", "warmup": 0.0, "weight_decay": 0.0, "encoding_scale": False,
+                   "readout": "z"}
 # How a checkpoint's named tensors make logits from an example's cached embedding e (a row vector).
 FORWARD = {
-    "quantum": "x = scale(e); z = x @ enc_w + enc_b; <Z> = circuit(z, theta); logits = <Z> @ head_w + head_b",
+    "quantum": "x = scale(e); z = (x @ enc_w + enc_b) * enc_scale (when present; repeated per re-uploaded layer); "
+               "<Z> = circuit(z, theta) per register; logits = <Z> @ head_w + head_b",
+    "twin": "x = scale(e); z = (x @ enc_w + enc_b) * enc_scale (when present); logits = cos(z) @ head_w + head_b",
     "logreg": "x = scale(e); logits = x @ w + b",
     "mlp": "x = scale(e); logits = relu(x @ w1 + b1) @ w2 + b2",
 }
@@ -100,9 +105,9 @@ class StudentRun:
         """The run's settings: as planned, or as its manifest records them (checked, like any config)."""
         if self._config is None:
             try:
-                self._config = StudentConfig(**{k: (tuple(v) if k == "seeds" else v)
-                                                for k, v in self.manifest.config.items()
-                                                if k in StudentConfig.__dataclass_fields__})
+                recorded = {k: (tuple(v) if k == "seeds" else v) for k, v in self.manifest.config.items()
+                            if k in StudentConfig.__dataclass_fields__}
+                self._config = StudentConfig(**{**RECORDED_BEFORE, **recorded})
             except (QdllmError, ValueError, TypeError):
                 raise self._corrupt() from None
         return self._config
@@ -198,6 +203,7 @@ class StudentRun:
         tkey = self.teacher_dir.name
         metrics = {"task": teacher.task, "teacher_key": tkey, "model": self.config.model, "config": config,
                    "class_names": cache.class_names, "trainable_params": model.size,
+                   "parameters": model.parameter_groups(),  # classical (encoder, head, hidden) and circuit angles
                    "teacher": _teacher_info(teacher), "seeds": seeds, "summary": _summary(seeds, model.size)}
         if isinstance(model, QuantumStudent):  # what the training would take on a device (docs/student.md)
             metrics["device_cost"] = device_cost(self.config, model, len(training_rows(splits, self.config).y),
