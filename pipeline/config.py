@@ -55,11 +55,11 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "student": ("stages/student/circuit.py", "stages/student/fused.py", "stages/student/model.py",
                 "stages/student/losses.py", "stages/student/train.py", "stages/student/run.py", "stages/student/jobs.py",
                 "stages/student/device.py", "stages/student/noise_sim.py", "stages/student/noise_config.py",
-                "pipeline/metrics.py"),
+                "pipeline/metrics.py", "pipeline/manifests.py"),
     "teacher-params": ("stages/teacher/params.py", "stages/teacher/model.py"),  # LoRA counts in the report
     "report": ("stages/report/build.py", "stages/report/figures.py", "stages/report/runs.py", "stages/report/paper.py",
                "stages/report/tables.py", "stages/report/distill.py", "stages/report/standing.py", "pipeline/probe.py",
-               "stages/student/run.py", "pipeline/cache.py"),
+               "stages/student/run.py", "pipeline/manifests.py"),
 }
 # Modules of stage packages that decide no output: command lines, inspection, parameter counting.
 NOT_CONTENT: tuple[str, ...] = (

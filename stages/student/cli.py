@@ -89,24 +89,11 @@ def student(
     _train_all(configs, task, teacher_key, remote, jobs)
 
 
-@app.command("ablations")
-@with_settings(student=StudentConfig)
-def ablations(student, ctx: typer.Context = None, task: TaskSel = None, teacher_key: KeySel = None, remote: Remote = None,
-              jobs: Jobs = None, full_grid: bool = typer.Option(
-                  False, "--full-grid", help="Also qubits {4, 8, 11, 14}, parallel:2/3 and the paper's loss × layers × "
-                                             "qubits × temperature grid.")) -> None:
-    """Around the given settings (by default the declared ones), from each cache: loss {ce, kl, js, kl+js+ce} and
-    temperature {1, 2, 4} one at a time; circuit variant {paper, noent, reupload, u3, reference} × layers {1, 2, 4}
-    × schedule {constant, cosine}; learning rate {0.02, 0.06, 0.2} × epochs {10, 20}. The twin, logreg and MLP
-    baselines are trained beside every loss, temperature, schedule and rate, so the tables compare like with like,
-    and the report picks rates and epochs on validation."""
+def ablation_configs(base: StudentConfig, full_grid: bool = False) -> list[StudentConfig]:
+    """The runs ``qdllm student ablations`` trains around ``base``, each once."""
     import itertools
     from dataclasses import replace
 
-    given = (ctx.obj if ctx is not None else None) or {}  # --task/--teacher-key/--remote/--jobs before `ablations`
-    task, teacher_key, remote, jobs = (task or given.get("task"), teacher_key or given.get("teacher_key"),
-                                       remote or given.get("remote"), jobs or given.get("jobs"))
-    base = student
     quantum = [replace(base, loss=ls) for ls in ABLATION_LOSSES]
     quantum += [replace(base, temperature=T) for T in ABLATION_TEMPERATURES]
     quantum += [replace(base, variant=v, n_layers=L, schedule=sc)
@@ -121,8 +108,24 @@ def ablations(student, ctx: typer.Context = None, task: TaskSel = None, teacher_
     # the baselines beside every loss, temperature, schedule and rate: like compared with like
     baselines = [b for cfg in quantum[:len(ABLATION_LOSSES) + len(ABLATION_TEMPERATURES)] + trainer
                  for b in _baselines(cfg)]
-    configs = list(dict.fromkeys(quantum + trainer + baselines))
-    _train_all(configs, task, teacher_key, remote, jobs)
+    return list(dict.fromkeys(quantum + trainer + baselines))
+
+
+@app.command("ablations")
+@with_settings(student=StudentConfig)
+def ablations(student, ctx: typer.Context = None, task: TaskSel = None, teacher_key: KeySel = None, remote: Remote = None,
+              jobs: Jobs = None, full_grid: bool = typer.Option(
+                  False, "--full-grid", help="Also qubits {4, 8, 11, 14}, parallel:2/3 and the paper's loss × layers × "
+                                             "qubits × temperature grid.")) -> None:
+    """Around the given settings (by default the declared ones), from each cache: loss {ce, kl, js, kl+js+ce} and
+    temperature {1, 2, 4} one at a time; circuit variant {paper, noent, reupload, u3, reference} × layers {1, 2, 4}
+    × schedule {constant, cosine}; learning rate {0.02, 0.06, 0.2} × epochs {10, 20}. The twin, logreg and MLP
+    baselines are trained beside every loss, temperature, schedule and rate, so the tables compare like with like,
+    and the report picks rates and epochs on validation."""
+    given = (ctx.obj if ctx is not None else None) or {}  # --task/--teacher-key/--remote/--jobs before `ablations`
+    task, teacher_key, remote, jobs = (task or given.get("task"), teacher_key or given.get("teacher_key"),
+                                       remote or given.get("remote"), jobs or given.get("jobs"))
+    _train_all(ablation_configs(student, full_grid), task, teacher_key, remote, jobs)
 
 
 @app.command("predict")

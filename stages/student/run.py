@@ -5,7 +5,7 @@ train (one unit per seed: ``train()`` here, or ``claim`` / ``train_unit`` / ``ad
 ``jobs.py`` does), and ``StudentRun.open(key or directory)`` is a published run to read (``best()`` is the checkpoint
 ``predict``, ``export`` and ``noise`` use; ``embed`` and ``teacher_split`` give them their inputs).
 
-Run directory: ``manifest.json`` (``pipeline.cache.RunManifest``, written last), ``metrics.json``,
+Run directory: ``manifest.json`` (``pipeline.manifests.RunManifest``, written last), ``metrics.json``,
 ``weights-seed<S>.safetensors`` per seed (named tensors, config in the metadata), and for quantum students
 ``circuit.svg`` and ``circuit.qasm`` (valid OpenQASM 2.0 with the best seed's angles bound).
 """
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import paths
-from pipeline.cache import (COLUMNS, STUDENT_COLUMNS, RunManifest, TeacherManifest, TeacherSplit, read_teacher_cache,
-                            teacher_manifest)
+from pipeline.cache import COLUMNS, STUDENT_COLUMNS, TeacherSplit, read_teacher_cache
+from pipeline.manifests import RunManifest, TeacherManifest, teacher_manifest
 from pipeline.config import StudentConfig
 from pipeline.console import progress
 from pipeline.errors import QdllmError

@@ -40,7 +40,8 @@ def student_accuracy(teacher_key: str, embedders: list[str]) -> None:
     """Train the default quantum student on each embedder's view of one teacher cache; print test accuracy."""
     from dataclasses import replace
 
-    from pipeline.cache import read_teacher_cache, teacher_manifest, write_teacher_cache
+    from pipeline.cache import read_teacher_cache, write_teacher_cache
+    from pipeline.manifests import teacher_manifest
     from pipeline.paths import cache_dir
 
     src = cache_dir() / "teacher" / teacher_key

@@ -75,10 +75,10 @@ def main() -> None:
         UNLABELED,
         TeacherSplit,
         read_teacher_cache,
-        teacher_manifest,
         text_id,
         write_teacher_cache,
     )
+    from pipeline.manifests import teacher_manifest
     from pipeline.metrics import softmax
     from pipeline.paths import cache_dir
     from stages.lm.embed import load_encoder
