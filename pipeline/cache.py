@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.card import write_dataset_card
 from pipeline.config import SCHEMA_VERSION
 from pipeline.errors import QdllmError
 from pipeline.keys import sha256_file
@@ -178,6 +179,7 @@ def write_teacher_cache(
             "versions": library_versions("pyarrow", "numpy", "torch", "transformers", "peft"),
             **(extra or {}),
         }
+        write_dataset_card(pub.path, pub.manifest)  # README.md: the cache as a Hugging Face dataset (before the manifest)
     return Path(final)
 
 

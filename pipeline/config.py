@@ -51,7 +51,8 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     # the hiding task's stego generator: counts only for the corpus it generates (``stego_identity``)
     "stego": ("stages/data/stego.py", "stages/data/stego_coder.py", "stages/lm/models.py"),
     "teacher": ("stages/teacher/run.py", "stages/teacher/train.py", "stages/teacher/model.py",
-                "stages/lm/models.py", "stages/lm/embed.py", "pipeline/cache.py", "pipeline/metrics.py"),
+                "stages/lm/models.py", "stages/lm/embed.py", "pipeline/cache.py", "pipeline/metrics.py",
+                "pipeline/card.py"),
     "student": ("stages/student/circuit.py", "stages/student/fused.py", "stages/student/model.py",
                 "stages/student/losses.py", "stages/student/train.py", "stages/student/run.py", "stages/student/jobs.py",
                 "stages/student/device.py", "stages/student/noise_sim.py", "stages/student/noise_config.py",

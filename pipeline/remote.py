@@ -784,3 +784,34 @@ def gc(roots: list[Path], *, dry_run: bool = False) -> list[Path]:
 
 def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+# ------------------------------------------------------------------ a verified local copy (cluster workers)
+
+_VERIFIED: dict[Path, int] = {}  # teacher caches this process has checked: directory -> its manifest's mtime_ns
+
+
+def ensure_teacher_cache(key: str, remote: str | Remote | None, *, cache_root: Path | None = None) -> Path:
+    """The teacher cache ``key`` under this machine's cache root (``QDLLM_CACHE_DIR``), present and verified.
+
+    Absent, it is pulled from ``remote`` (every file checked against its sha256 and read by the validating reader
+    before the directory appears; the LoRA adapter stays on the remote, students do not need it) and kept. Present,
+    it is read once per process with every file's sha256 checked against its manifest. What a student trains on has
+    always passed one of the two; otherwise one sentence says what is wrong (``QdllmError``)."""
+    from pipeline.cache import read_teacher_cache
+
+    _check_key(key)
+    final = Path(cache_root or paths.cache_dir()) / "teacher" / key
+    pulled = False
+    if not is_complete(final):
+        if remote is None:
+            raise QdllmError(f"No teacher cache {key} under {final.parent} and no remote to pull it from; pass "
+                             "--remote R (a remote that holds it, see `qdllm cache ls --remote R`).")
+        pull("teacher", key, remote, cache_root=cache_root, no_adapter=True)
+        pulled = True
+    stamp = (final / MANIFEST).stat().st_mtime_ns
+    where = final.resolve()
+    if not pulled and _VERIFIED.get(where) != stamp:
+        read_teacher_cache(final, verify_hashes=True, columns=("label",), transfer=True)
+    _VERIFIED[where] = stamp
+    return final
