@@ -47,6 +47,7 @@ REMOTE        ?=
 TEACHER_KEY   ?=
 FULL_GRID     ?=
 JOBS          ?=
+CLUSTER       ?=
 DATA_ROOT     ?=
 MODELS        ?=
 
@@ -80,6 +81,7 @@ help:
 	@sed -n '1,11p' Makefile | sed 's/^# \{0,1\}//'
 	@echo "Variables (unset = the default in pipeline/config.py): TASK DATA TEXT_COLUMN LABEL_COLUMN MAX_PER_CLASS SEED"
 	@echo "  MODEL QUANTIZE EMBEDDER PROFILE TRANSFER REMOTE TEACHER_KEY FULL_GRID JOBS (default: every core)"
+	@echo "  CLUSTER (student units on a Dask cluster: tcp://HOST:8786, a scheduler file, or local; docs/scaling.md)"
 	@echo "  student: STUDENT_MODEL VARIANT QUBITS LAYERS INPUT_SCALING LOSS ALPHA TEMPERATURE LR EPOCHS BATCH_SIZE SEEDS"
 
 # ---------------------------------------------------------------- set-up
@@ -100,11 +102,12 @@ data teacher demo: $(SETUP)
 	@$(SUBMAKE) _$@
 
 student: $(SETUP)
-	$(QDLLM) student $(STUDENT_SEL) $(STUDENT_ARGS) $(REMOTE_ARG) $(call flag,JOBS,--jobs)
+	$(QDLLM) student $(STUDENT_SEL) $(STUDENT_ARGS) $(REMOTE_ARG) $(call flag,JOBS,--jobs) $(call flag,CLUSTER,--cluster)
 
 # the ablations vary loss, layers, qubits and temperature one at a time around the settings given
 ablations: $(SETUP)
 	$(QDLLM) student ablations $(STUDENT_SEL) $(STUDENT_ARGS) $(REMOTE_ARG) $(call flag,JOBS,--jobs) \
+	  $(call flag,CLUSTER,--cluster) \
 	  $(if $(FULL_GRID),--full-grid)
 
 # Whether each stage's output is current under these settings and, if not, what changed since its last build.

@@ -56,6 +56,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "student": ("stages/student/circuit.py", "stages/student/fused.py", "stages/student/model.py",
                 "stages/student/losses.py", "stages/student/train.py", "stages/student/run.py", "stages/student/jobs.py",
                 "stages/student/device.py", "stages/student/noise_sim.py", "stages/student/noise_config.py",
+                "stages/student/cluster.py",
                 "pipeline/metrics.py", "pipeline/manifests.py"),
     "teacher-params": ("stages/teacher/params.py", "stages/teacher/model.py"),  # LoRA counts in the report
     "report": ("stages/report/build.py", "stages/report/figures.py", "stages/report/runs.py", "stages/report/paper.py",

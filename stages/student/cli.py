@@ -26,6 +26,11 @@ Remote = Annotated[Optional[str], typer.Option("--remote", help="Pull a missing 
 Jobs = Annotated[Optional[int], typer.Option(
     "--jobs", "-j", min=1,
     help="Worker processes for the (config, seed) units (default and maximum: the cores this process may use).")]
+Cluster = Annotated[Optional[str], typer.Option(
+    "--cluster", envvar="QDLLM_CLUSTER",
+    help="Run the units on a Dask cluster: a scheduler address (tcp://HOST:8786), a scheduler file, or `local` "
+         "(a LocalCluster of --jobs workers here). Workers that do not share this filesystem pull the teacher "
+         "cache from --remote. Default: this machine's process pool (docs/scaling.md).")]
 
 ABLATION_LOSSES = ("ce", "kl", "js", "kl+js+ce")
 ABLATION_TEMPERATURES = (1.0, 2.0, 4.0)  # the authors' code used T = 2
@@ -41,13 +46,15 @@ FULL_GRID_QUBITS = (4, 8, 11, 14)
 FULL_GRID_VARIANTS = ("parallel:2", "parallel:3")
 
 
-def _train_all(configs, task, teacher_key, remote, jobs: int | None = None) -> None:
+def _train_all(configs, task, teacher_key, remote, jobs: int | None = None, cluster: str | None = None) -> None:
+    from stages.student.cluster import check_cluster
     from stages.student.jobs import check_jobs, train_runs
     from stages.student.run import StudentRun, teacher_caches
 
+    check_cluster(cluster, jobs)
     jobs = check_jobs(jobs)
     runs = [StudentRun.plan(cache, cfg) for cache in teacher_caches(task, teacher_key, remote) for cfg in configs]
-    trained, skipped = train_runs(runs, jobs)
+    trained, skipped = train_runs(runs, jobs, cluster=cluster, remote=remote)
     log.info("%d student run(s) trained, %d already complete", trained, skipped)
 
 
@@ -77,16 +84,17 @@ def student(
                                      help="Also train every student with plain CE at the same settings: the report's "
                                           "distillation gain (skipped when --loss is ce)."),
     jobs: Jobs = None,
+    cluster: Cluster = None,
 ) -> None:
     """Train the student for every teacher cache present (or one task / key); complete runs are skipped."""
     if ctx.invoked_subcommand is not None:
-        reject_options_before_subcommand(ctx, honoured=("task", "teacher_key", "remote", "jobs"))
+        reject_options_before_subcommand(ctx, honoured=("task", "teacher_key", "remote", "jobs", "cluster"))
         return
     from dataclasses import replace
 
     bases = [student] + ([replace(student, loss="ce")] if ce_baseline and student.loss != "ce" else [])
     configs = [c for b in bases for c in [b] + (_baselines(b) if classical else [])]
-    _train_all(configs, task, teacher_key, remote, jobs)
+    _train_all(configs, task, teacher_key, remote, jobs, cluster)
 
 
 def ablation_configs(base: StudentConfig, full_grid: bool = False) -> list[StudentConfig]:
@@ -114,7 +122,7 @@ def ablation_configs(base: StudentConfig, full_grid: bool = False) -> list[Stude
 @app.command("ablations")
 @with_settings(student=StudentConfig)
 def ablations(student, ctx: typer.Context = None, task: TaskSel = None, teacher_key: KeySel = None, remote: Remote = None,
-              jobs: Jobs = None, full_grid: bool = typer.Option(
+              jobs: Jobs = None, cluster: Cluster = None, full_grid: bool = typer.Option(
                   False, "--full-grid", help="Also qubits {4, 8, 11, 14}, parallel:2/3 and the paper's loss × layers × "
                                              "qubits × temperature grid.")) -> None:
     """Around the given settings (by default the declared ones), from each cache: loss {ce, kl, js, kl+js+ce} and
@@ -122,10 +130,11 @@ def ablations(student, ctx: typer.Context = None, task: TaskSel = None, teacher_
     × schedule {constant, cosine}; learning rate {0.02, 0.06, 0.2} × epochs {10, 20}. The twin, logreg and MLP
     baselines are trained beside every loss, temperature, schedule and rate, so the tables compare like with like,
     and the report picks rates and epochs on validation."""
-    given = (ctx.obj if ctx is not None else None) or {}  # --task/--teacher-key/--remote/--jobs before `ablations`
+    given = (ctx.obj if ctx is not None else None) or {}  # --task/--teacher-key/--remote/--jobs/--cluster before it
     task, teacher_key, remote, jobs = (task or given.get("task"), teacher_key or given.get("teacher_key"),
                                        remote or given.get("remote"), jobs or given.get("jobs"))
-    _train_all(ablation_configs(student, full_grid), task, teacher_key, remote, jobs)
+    cluster = cluster or given.get("cluster")
+    _train_all(ablation_configs(student, full_grid), task, teacher_key, remote, jobs, cluster)
 
 
 @app.command("predict")

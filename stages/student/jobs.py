@@ -1,5 +1,5 @@
-"""Many student runs at once: the scheduler of their units, every (run, seed) in a process pool, each worker
-single-threaded. What a run is, trains and publishes is ``StudentRun``'s; this module only decides where and when.
+"""Many student runs at once: the scheduler of their units, every (run, seed) in a process pool (or on a Dask
+cluster), each worker single-threaded. What a run is, trains and publishes is ``StudentRun``'s; this module only decides where and when.
 
 A run is published as soon as all of its seeds are back, from the same ``SeedResult`` s in
 the same order as ``--jobs 1`` would produce, so results are identical bit for bit (each
@@ -9,6 +9,10 @@ concurrent invocations never train the same run twice; a run another process fin
 meanwhile is skipped. Workers are spawned (no fork after MindSpore has started threads) and
 report every epoch to the parent, which draws one progress line per running unit. Workers and
 the queue's manager process die with the parent, even when it is killed (``die_with_parent``).
+
+Where the units run is the one thing that varies: a ``Units`` (submit one unit, count the workers, relay their
+progress messages) over this machine's process pool (``ProcessPool``, the default) or a Dask cluster
+(``stages.student.cluster``, ``--cluster``). Claiming, collecting, publishing and the progress bar are the same.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ import queue
 import signal
 import sys
 import threading
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import ExitStack, contextmanager
 from multiprocessing import get_context
 from multiprocessing.managers import SyncManager
 from pathlib import Path
+from typing import ContextManager, Protocol
 
 from pipeline.config import StudentConfig
 from pipeline.console import progress
@@ -122,8 +128,22 @@ def _claim(runs: list[StudentRun], stack: ExitStack) -> tuple[list[StudentRun], 
     return pending, skipped
 
 
-def train_runs(runs: list[StudentRun], jobs: int = 1) -> tuple[int, int]:
-    """Train every run not yet complete; returns (trained now, already complete)."""
+class Units(Protocol):
+    """A way to run units: ``submit`` one (``index`` numbers it in progress messages), ``workers`` (how many now),
+    ``listen`` (relay the workers' progress messages ``(kind, unit, a, b)`` to ``handle`` while open)."""
+
+    def submit(self, index: int, run: StudentRun, seed: int) -> Future: ...
+
+    def workers(self) -> int: ...
+
+    def listen(self, handle: Callable[[tuple], None]) -> ContextManager: ...
+
+
+def train_runs(runs: list[StudentRun], jobs: int = 1, cluster: str | None = None,
+               remote: str | None = None) -> tuple[int, int]:
+    """Train every run not yet complete; returns (trained now, already complete). ``cluster`` (a Dask scheduler's
+    address, a scheduler file, or ``local``) sends the units to that cluster's workers instead of this machine's
+    pool; those that do not share this filesystem pull the teacher cache from ``remote``."""
     from pipeline.blas import warn_if_generic
 
     warn_if_generic()
@@ -132,70 +152,112 @@ def train_runs(runs: list[StudentRun], jobs: int = 1) -> tuple[int, int]:
         units = [(run, seed) for run in pending for seed in run.config.seeds]
         if not units:
             return 0, skipped
+        if cluster:
+            from stages.student.cluster import DaskUnits
+
+            where = stack.enter_context(DaskUnits.open(cluster, pending, remote, jobs))
+            log.info("%d run(s), %d (config, seed) unit(s) on the cluster %s (%d worker(s) now)", len(pending),
+                     len(units), where.address, where.workers())
+            _train_units(units, where)
+            return len(pending), skipped
         jobs = max(1, min(jobs, len(units)))
         log.info("%d run(s), %d (config, seed) unit(s) on %d worker(s)", len(pending), len(units), jobs)
         if jobs == 1:
             for run in pending:
                 run.train_seeds()
         else:
-            _train_in_pool(units, jobs)
+            _train_units(units, stack.enter_context(ProcessPool.open(jobs)))
         return len(pending), skipped
 
 
-def _train_in_pool(units: list[tuple[StudentRun, int]], jobs: int) -> None:
-    ctx = get_context("spawn")
-    manager = SyncManager(ctx=ctx)
-    manager.start(die_with_parent, (os.getpid(),))
-    q = manager.Queue()
-    cpus = usable_cpus()
-    pinned = cpus if 1 < jobs <= len(cpus) else []
-    saved = {k: os.environ.get(k) for k in ONE_THREAD}
-    os.environ.update(ONE_THREAD)  # inherited by the spawned workers: one BLAS/OpenMP thread each
-    try:
-        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                                   initargs=(os.getpid(), ctx.Value("i", 0), pinned))
-    finally:
-        for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-    with manager, pool, progress() as bar:
-        overall = bar.add_task(f"{len(units)} units on {jobs} workers", total=len(units))
-        tasks: dict[int, int] = {}
+class ProcessPool:
+    """This machine's ``jobs`` spawned worker processes, single-threaded, pinned to a core each when there are no
+    more of them than cores; progress comes back through a manager queue drained by a thread."""
+
+    def __init__(self, pool: ProcessPoolExecutor, q, jobs: int) -> None:
+        self.pool, self.q, self.jobs = pool, q, jobs
+
+    @classmethod
+    @contextmanager
+    def open(cls, jobs: int) -> Iterator["ProcessPool"]:
+        ctx = get_context("spawn")
+        manager = SyncManager(ctx=ctx)
+        manager.start(die_with_parent, (os.getpid(),))
+        cpus = usable_cpus()
+        pinned = cpus if 1 < jobs <= len(cpus) else []
+        saved = {k: os.environ.get(k) for k in ONE_THREAD}
+        os.environ.update(ONE_THREAD)  # inherited by the spawned workers: one BLAS/OpenMP thread each
+        try:
+            pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                                       initargs=(os.getpid(), ctx.Value("i", 0), pinned))
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+        with manager, pool:
+            yield cls(pool, manager.Queue(), jobs)
+
+    def submit(self, index: int, run: StudentRun, seed: int) -> Future:
+        return self.pool.submit(_worker_unit, run.teacher_dir, run.config, seed, index, self.q)
+
+    def workers(self) -> int:
+        return self.jobs
+
+    @contextmanager
+    def listen(self, handle: Callable[[tuple], None]) -> Iterator[None]:
         stop = threading.Event()
 
         def drain() -> None:
             while not stop.is_set():
                 try:
-                    kind, unit, a, b = q.get(timeout=0.1)
+                    msg = self.q.get(timeout=0.1)
                 except queue.Empty:
                     continue
                 except (EOFError, OSError):
                     return
-                model = units[unit][0].config.model
-                if kind == "add":
-                    tasks[unit] = bar.add_task(f"{model} {a}", total=b)
-                elif kind == "update" and unit in tasks:
-                    bar.update(tasks[unit], advance=a, description=f"{model} {b}" if b else None)
-                elif kind == "done" and unit in tasks:
-                    bar.remove_task(tasks.pop(unit))
+                handle(msg)
 
         drainer = threading.Thread(target=drain, daemon=True)
         drainer.start()
         try:
-            futures = {pool.submit(_worker_unit, run.teacher_dir, run.config, seed, i, q): run
-                       for i, (run, seed) in enumerate(units)}
-            pending = set(futures)
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    run = futures[fut]
-                    complete = run.add(fut.result())  # a worker's error stops everything, nothing half-published
-                    bar.advance(overall)
-                    if complete:
-                        run.publish()
-        except BaseException:
-            for fut in futures:
-                fut.cancel()
-            raise
+            yield
         finally:
             stop.set()
             drainer.join(timeout=2)
+
+
+def _train_units(units: list[tuple[StudentRun, int]], where: Units) -> None:
+    """Run every unit where ``where`` says; publish each run as soon as all its seeds are back. One progress line
+    for the grid (units done of all, and the workers), one per running unit."""
+    with progress() as bar:
+        label = lambda: f"{len(units)} units on {where.workers()} workers"  # noqa: E731
+        overall = bar.add_task(label(), total=len(units))
+        tasks: dict[int, int] = {}
+
+        def handle(msg) -> None:
+            kind, unit, a, b = msg
+            model = units[unit][0].config.model
+            if kind == "add" and unit in tasks:  # a unit started again (its worker died): one line, from zero
+                bar.reset(tasks[unit], total=b, description=f"{model} {a}")
+            elif kind == "add":
+                tasks[unit] = bar.add_task(f"{model} {a}", total=b)
+            elif kind == "update" and unit in tasks:
+                bar.update(tasks[unit], advance=a, description=f"{model} {b}" if b else None)
+            elif kind == "done" and unit in tasks:
+                bar.remove_task(tasks.pop(unit))
+
+        with where.listen(handle):
+            futures = {where.submit(i, run, seed): run for i, (run, seed) in enumerate(units)}
+            try:
+                pending = set(futures)
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        run = futures[fut]
+                        complete = run.add(fut.result())  # a unit's error stops everything, nothing half-published
+                        bar.update(overall, advance=1, description=label())
+                        if complete:
+                            run.publish()
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                raise
