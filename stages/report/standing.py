@@ -28,13 +28,20 @@ def parameters(r: Run) -> dict[str, int]:
 
 
 def contenders(runs: list[Run]) -> dict[tuple[str, str], list[Run]]:
-    """Per (task, teacher): the distilled students (default loss), one per label, the closest to the defaults."""
+    """Per (task, teacher): the distilled students (default loss), one per label; among runs of one label that
+    differ only in their budget (learning rate, warm-up, epochs, batch), the one with the best validation accuracy
+    (``make ablations`` trains a grid of them), ties to the closest to the defaults."""
     best: dict[tuple[str, str, str], Run] = {}
+
+    def rank(r: Run) -> tuple:
+        val = _mean_std(r, "val")
+        return (-(val[0] if val else -1.0), r.sort_key())
+
     for r in runs:
         if r.config.get("loss", DEFAULTS.loss) != DEFAULTS.loss:
             continue
         k = (r.task, r.teacher_key, f"{r.model}|{r.label}")
-        if k not in best or r.sort_key() < best[k].sort_key():
+        if k not in best or rank(r) < rank(best[k]):
             best[k] = r
     out: dict[tuple[str, str], list[Run]] = defaultdict(list)
     for (task, tkey, _), r in sorted(best.items()):
@@ -114,20 +121,23 @@ def verdict(task: str, rs: list[Run], teacher: Teacher) -> list[str]:
 
 def standing_table(task: str, teacher: Teacher, rs: list[Run]) -> Table:
     t = Table(title=f"Where the quantum student stands: {task}, teacher {teacher.name} (cache {teacher.key})",
-              headers=["Model", "Kind", "Classical params", "Circuit params", "Val acc (%)", "Test acc (%)", "Run"],
-              note="Distilled students (default loss), mean ± std over seeds; the best of each kind is chosen on "
-                   "validation. The twin is the quantum student with its circuit replaced by cos(z).")
+              headers=["Model", "Kind", "Classical params", "Circuit params", "Budget (chosen on val)", "Val acc (%)",
+                       "Test acc (%)", "Run"],
+              note="Distilled students (default loss), mean ± std over seeds; each model's learning rate and epochs, "
+                   "and the best of each kind, are chosen on validation. The twin is the quantum student with its "
+                   "circuit replaced by cos(z).")
     acc = teacher.metric("test", "accuracy")
-    t.rows.append([f"teacher: {teacher.name} + LoRA", "teacher", count(teacher.lora_params), DASH,
+    t.rows.append([f"teacher: {teacher.name} + LoRA", "teacher", count(teacher.lora_params), DASH, DASH,
                    pct(teacher.metric("val", "accuracy")), pct(acc), teacher.key])
     probe = probe_accuracy(teacher)
     if probe is not None:
-        t.rows.append(["probe ceiling (logistic regression, CE)", "classical", DASH, DASH, DASH, pct(probe),
+        t.rows.append(["probe ceiling (logistic regression, CE)", "classical", DASH, DASH, DASH, DASH, pct(probe),
                        teacher.key])
     for r in rs:
-        p = parameters(r)
+        p, cfg = parameters(r), r.config
         kind = "quantum" if r.model == "quantum" else "dequantised" if r.model == "twin" else "classical"
-        t.rows.append([r.label, kind, count(p["classical"]), count(p["circuit"]), pct(_mean_std(r, "val")),
+        budget = f"lr {cfg.get('lr')} {cfg.get('schedule', 'constant')}, {cfg.get('epochs')} epochs"
+        t.rows.append([r.label, kind, count(p["classical"]), count(p["circuit"]), budget, pct(_mean_std(r, "val")),
                        pct(_mean_std(r)), r.key])
     return t
 
