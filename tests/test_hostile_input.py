@@ -165,3 +165,24 @@ def test_a_read_only_data_root_is_one_sentence_and_leaves_nothing(isolated_dirs,
     assert r.returncode == 1 and "Traceback" not in out, out
     assert out.count("error:") == 1 and "read-only" in out and str(read_only_dir) in " ".join(out.split())
     assert list(read_only_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["pull", "import"])
+def test_a_read_only_cache_root_is_one_sentence_for_pull_and_import(isolated_dirs, read_only_dir, command):
+    """`cache pull` and `cache import` into a cache root nobody may write: one sentence, exit 1, nothing left."""
+    from helpers import write_synthetic_cache
+
+    source = isolated_dirs / "source"
+    write_synthetic_cache(source / "teacher" / "k1", key="k1")
+    if command == "pull":
+        args = ["cache", "pull", "--remote", str(source)]
+    else:
+        tar = isolated_dirs / "c.tar"
+        assert run_cli("cache", "export", "--to", str(tar), "--key", "k1",
+                       env={"QDLLM_CACHE_DIR": str(source)}).returncode == 0
+        args = ["cache", "import", str(tar)]
+    r = run_cli(*args, env={"QDLLM_CACHE_DIR": str(read_only_dir / "cache")})
+    out = r.stdout + r.stderr
+    assert r.returncode == 1 and "Traceback" not in out, out
+    assert out.count("error:") == 1 and "read-only" in out
+    assert list(read_only_dir.iterdir()) == []
