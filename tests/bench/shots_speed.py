@@ -1,7 +1,7 @@
 """Shots and noise for a trained 11-qubit student (``stages/student/noise.py``): speed and the accuracy figures.
 
 On a synthetic teacher cache (``write_synthetic_cache``: 10,000 examples, 2,000 in test, dim 4, two overlapping
-classes) an 11-qubit ``paper`` student (L=2) is trained with ``run_student`` (3 epochs, seed 0), then:
+classes) an 11-qubit ``paper`` student (L=2) is trained with ``StudentRun`` (3 epochs, seed 0), then:
 
 1. exact outcome probabilities of the 2,000 test examples (fused simulator, complex128);
 2. shot sampling + head + metrics for the 2,000 examples at 5 shot counts (16, 64, 256, 1024, 8192): one sampling
@@ -61,48 +61,54 @@ def main() -> None:
 
     from pipeline.config import StudentConfig
     from stages.student import noise as N
-    from stages.student.run import run_student
+    from stages.student import noise_sim as S
+    from stages.student.noise_config import NoiseConfig, parse_noise
+    from stages.student.run import StudentRun
 
     tdir = cache / "teacher" / "synthetic-10000-d4"
     if not (tdir / "manifest.json").is_file():
         write_synthetic_cache(tdir, n=10000, dim=4, key="synthetic-10000-d4")
     t0 = time.perf_counter()
-    run, trained = run_student(tdir, StudentConfig(n_qubits=11, n_layers=2, epochs=3, seeds=(0,)))
-    print(f"run {run.name}: 11-qubit paper student, {'trained in %.0f s' % (time.perf_counter() - t0) if trained else 'reused'}")
+    run = StudentRun.plan(tdir, StudentConfig(n_qubits=11, n_layers=2, epochs=3, seeds=(0,)))
+    trained = run.train()
+    print(f"run {run.path.name}: 11-qubit paper student, "
+          f"{'trained in %.0f s' % (time.perf_counter() - t0) if trained else 'reused'}")
 
-    student = N.load_student(run.name)
+    student, ckpt = N.open_quantum_run(run.path.name)
     x, y = N.load_split(student, "test", None)
-    z, theta = student.encoding_angles(x), student.parts["theta"]
-    print(f"{len(y)} test examples, {student.spec.n_qubits} qubits, 2^n = {2 ** student.spec.n_qubits} outcomes")
+    spec = ckpt.model.spec
+    z, theta = ckpt.model.encoding_angles(ckpt.weights, x), ckpt.model.unpack(ckpt.weights)["theta"]
+    print(f"{len(y)} test examples, {spec.n_qubits} qubits, 2^n = {2 ** spec.n_qubits} outcomes")
 
-    sec, (probs, signs) = timed(lambda: N.exact_probabilities(student.spec, z, theta), args.repeats)
+    sec, probs = timed(lambda: S.exact_probabilities(spec, z, theta), args.repeats)
     print(f"exact outcome probabilities (fused, complex128): {sec:.2f} s, {len(y) / sec:,.0f} examples/s")
-    exact_pred = student.logits(probs @ signs).argmax(axis=1)
-    shots = N.DEFAULT_SHOTS
-    for seeds in ((0,), N.DEFAULT_SEEDS):
-        settings = N.make_settings(shots=shots, seeds=seeds)
+    sampler = S.ShotSampler(probs)
+    exact_pred = N._logits(ckpt, sampler.exact()).argmax(axis=1)
+    defaults = NoiseConfig()
+    shots = defaults.shots
+    for seeds in ((0,), defaults.seeds):
+        cfg = NoiseConfig(seeds=seeds)
 
         def sample():
-            return N.shot_rows(student, N.ShotSampler(probs, signs), y, exact_pred, "none", settings)
+            return N.shot_rows(ckpt, S.ShotSampler(probs), y, exact_pred, "none", cfg)
 
         sec, rows = timed(sample, args.repeats)
         print(f"sampling + head + metrics, {len(y)} examples x {len(shots)} shot counts x {len(seeds)} repeat(s): "
               f"{sec:.2f} s (median of {args.repeats})")
-    sampler = N.ShotSampler(probs, signs)
     per = {s: timed(lambda s=s: sampler.counts(s, np.random.default_rng(s)), args.repeats)[0] for s in shots}
     print("  counts only, one repeat: " + ", ".join(f"{s}: {t:.3f} s" for s, t in per.items()))
 
     k = args.trajectory_examples
-    model = N.parse_noise("depolarizing:0.001,0.01")
-    sec, (p_noisy, info) = timed(lambda: N.trajectory_probabilities(student.spec, model, z[:k], theta,
+    model = parse_noise("depolarizing:0.001,0.01")
+    sec, (p_noisy, info) = timed(lambda: S.trajectory_probabilities(spec, model, z[:k], theta,
                                                                     args.trajectories, 0), 1)
     print(f"trajectories (MindQuantum mqvector, {model.text}, T={args.trajectories}): {k} examples in {sec:.1f} s = "
           f"{k / sec:.2f} examples/s ({sec / k / args.trajectories * 1e3:.2f} ms per trajectory); "
           f"stderr of <Z> mean {info['z_stderr']['mean']:.4f}, max {info['z_stderr']['max']:.4f}")
     if not args.no_device:
         kd = args.device_examples
-        backend = N.device_backend(args.device, student.spec.n_qubits)
-        sec, (p_dev, dinfo) = timed(lambda: N.device_probabilities(student.spec, args.device, z[:kd], theta, 0,
+        backend = S.device_backend(args.device, spec.n_qubits)
+        sec, (p_dev, dinfo) = timed(lambda: S.device_probabilities(spec, args.device, z[:kd], theta, 0,
                                                                    backend), 1)
         sim = sec - dinfo["setup_seconds"]
         print(f"device:{args.device} (Aer density matrix, {dinfo['active_qubits']} active qubits, depth "
@@ -110,7 +116,7 @@ def main() -> None:
               f"{kd} examples in {sim:.1f} s = {kd / sim:.3f} examples/s")
 
     t0 = time.perf_counter()
-    path = N.evaluate_noise(run.name)
+    path = N.evaluate_noise(run.path.name)
     d = json.loads(Path(path).read_text())
     print(f"evaluate_noise (none, defaults) in {time.perf_counter() - t0:.1f} s -> {path}")
     print(f"exact accuracy {100 * d['exact']['accuracy']:.2f} % (run's own test accuracy "
