@@ -233,6 +233,32 @@ def test_readout_noise_is_exact_and_gate_noise_runs_by_trajectories():
     assert len(noisy.inert) == 0  # under gate noise every shifted circuit is simulated (its own trajectories)
 
 
+def test_flip_bits_is_the_evaluations_readout_model():
+    from stages.student.device import flip_bits
+    from stages.student.noise_sim import apply_readout, bit_flip
+
+    probs = np.random.default_rng(0).dirichlet(np.ones(2**5), size=7)
+    assert np.abs(flip_bits(probs, 0.03, 5) - apply_readout(probs, [bit_flip(0.03)] * 5)).max() < 1e-15
+
+
+@pytest.mark.parametrize("readout", ["z", "z+zz"])
+def test_readout_flips_on_shots_are_those_of_a_device(readout):
+    """Every shot's bits flip independently: readouts scale by 1 − 2p (correlators by its square) on average, and each
+    ⟨Z_i⟩ estimate has the variance of S shots of the flipped distribution, (1 − ⟨Z_i⟩²)/S."""
+    m, flat, rng = student("paper", 3, 1, readout)
+    x = rng.normal(size=(2, m.dim))
+    exact = m.expectations(flat, x)
+    p, shots, draws = 0.1, 64, 3000
+    est = DeviceTraining(m, config("paper", 3, 1, readout, gradient="spsa", shots=shots,
+                                   train_noise=f"readout:{p}"), 0, 10, dtype=np.complex128)
+    probs = m.sim.probabilities(m.encoding_angles(flat, x), m.unpack(flat)["theta"])
+    values = np.array([est.sampler.estimate(probs) for _ in range(draws)])
+    truth = exact * np.concatenate([np.full(3, 1 - 2 * p), np.full(exact.shape[1] - 3, (1 - 2 * p) ** 2)])
+    se = np.sqrt((1 - truth**2) / shots / draws)
+    assert (np.abs(values.mean(0) - truth) <= 4 * se).all()
+    assert np.allclose(values.var(0), (1 - truth**2) / shots, rtol=0.15)
+
+
 def test_training_noise_grammar():
     assert training_noise(config()) is None
     assert training_noise(config(gradient="spsa", train_noise="none")) is None

@@ -19,8 +19,8 @@ in ``train.train_epoch`` (same ``forward`` / ``backward``) and does what a devic
   d_b = ∂L/∂readout · (r⁺ − r⁻)/(2c_k), and ĝ_z_b = d_b Δz_b, ĝ_θ = Σ_b d_b Δθ (Spall's estimator on the circuit's
   inputs; c_k = c/(k+1)^0.101). The circuit angles take plain SPSA steps θ ← θ − a_k ĝ_θ (a_k = a/(k+1+A)^0.602)
   when ``spsa_a`` > 0, otherwise Adam applies ĝ like any gradient; the encoder and head always learn by Adam.
-- **noise** (``train_noise``, the ``student noise`` grammar but ``device:``): readout flips are applied exactly to
-  each circuit's outcome distribution (``noise_sim.apply_readout``); gate channels by MindQuantum trajectories
+- **noise** (``train_noise``, the ``student noise`` grammar but ``device:``): readout flips exactly, on the readouts
+  or the shots (``CircuitSampler.estimate``); gate channels by MindQuantum trajectories
   (``noise_sim.trajectory_probabilities``), ``train_trajectories`` per circuit.
 
 Sampling, perturbations and trajectories draw from one generator seeded by the run's seed, so a run is reproducible
@@ -34,7 +34,7 @@ import numpy as np
 from pipeline.errors import QdllmError
 from stages.student.fused import FusedCircuit
 from stages.student.noise_config import NoiseSpec, parse_noise
-from stages.student.noise_sim import ShotSampler, apply_readout, bit_flip, noisy_mindquantum, trajectory_probabilities
+from stages.student.noise_sim import ShotSampler, noisy_mindquantum, trajectory_probabilities
 
 SHIFT = np.pi / 2
 CHUNK = 256  # circuits per fused-simulator call: 256 × 2^11 amplitudes (complex64) is 4 MiB per buffer
@@ -89,20 +89,36 @@ class CircuitSampler:
                                                 circuit=self._circuit)
         else:
             probs = self.sim.shifted_probabilities(z, theta, param, offset)
-        if self.noise and self.noise.readout:
-            probs = apply_readout(probs, [bit_flip(self.noise.readout)] * self.sim.n)
         return probs
 
     def estimate(self, probs: np.ndarray) -> np.ndarray:
-        """(R, outputs) readouts of distributions: exact, or from ``shots`` bitstrings each (one set for all)."""
+        """(R, outputs) readouts of outcome distributions (before readout errors) as the device reports them:
+        exact, or from ``shots`` bitstrings each (one set for all readouts), with the readout flips of the noise
+        model. A flip of probability p on every qubit, independently, scales ⟨Z_i⟩ by 1 − 2p and ⟨Z_i Z_j⟩ by
+        (1 − 2p)²; with shots and the z readout, the flipped shots of each qubit are drawn per shot sign (two
+        binomials per qubit: exact, and cheap); with shots and z+zz, the flips are applied to the distribution first
+        (``flip_bits``) and the shots drawn from it."""
         self.circuits += len(probs)
+        flip = self.noise.readout if self.noise and self.noise.readout else 0.0
+        n, obs = self.sim.n, self.sim.observables
         if self.shots is None:
-            return probs @ self.sim.observables
+            out = probs @ obs
+            if flip:
+                out[:, :n] *= 1 - 2 * flip
+                out[:, n:] *= (1 - 2 * flip) ** 2
+            return out
         self.shots_drawn += len(probs) * self.shots
         out = np.empty((len(probs), self.sim.n_outputs))
         for start in range(0, len(probs), CHUNK):
-            counts = ShotSampler(probs[start:start + CHUNK]).counts(self.shots, self.rng)
-            out[start:start + CHUNK] = (counts @ self.sim.observables) / self.shots
+            part = probs[start:start + CHUNK]
+            if flip and self.sim.n_outputs > n:
+                part = flip_bits(part, flip, n)
+            counts = ShotSampler(part).counts(self.shots, self.rng)
+            est = counts @ obs
+            if flip and self.sim.n_outputs == n:  # shots of each sign whose bit flips: +1 → −1 and −1 → +1
+                plus = np.rint((self.shots + est) / 2).astype(np.int64)
+                est = est - 2 * self.rng.binomial(plus, flip) + 2 * self.rng.binomial(self.shots - plus, flip)
+            out[start:start + CHUNK] = est / self.shots
         return out
 
     def readouts(self, z: np.ndarray, theta: np.ndarray, param=None, offset=None) -> np.ndarray:
@@ -231,6 +247,19 @@ class DeviceTraining:
         rm = self.sampler.readouts(z - c * dz, theta - c * dth)
         d = ((rp - rm) * G).sum(axis=1) / (2 * c)  # (B,) directional derivatives of each example's loss
         return d[:, None] * dz, d.sum() * dth
+
+
+def flip_bits(probs: np.ndarray, p: float, n: int) -> np.ndarray:
+    """The distribution of measured bitstrings when every bit of the true one flips with probability ``p``: the same
+    as ``noise_sim.apply_readout`` with ``bit_flip(p)`` on every qubit, one butterfly per qubit in place of a tensor
+    contraction (about 40x faster on 256 × 2^11 distributions)."""
+    out = np.array(probs, dtype=np.float64)
+    for q in range(n):
+        v = out.reshape(len(out), -1, 2, 2**q)
+        moved = p * (v[:, :, 1] - v[:, :, 0])  # probability that moves from bit 0 to bit 1, net
+        v[:, :, 0] += moved
+        v[:, :, 1] -= moved
+    return out
 
 
 # ---------------------------------------------------------------- the cost model
