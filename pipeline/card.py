@@ -128,11 +128,11 @@ def card_text(manifest: dict[str, Any]) -> str:
     splits = _splits(manifest)
     lines = ["---", *_yaml(metadata(manifest)), "---", "",
              f"# Teacher-logit cache `{key[:16]}` ({manifest.get('task') or 'task'})", "",
-             "A [qd-llm](https://arxiv.org/abs/2505.13205) teacher-logit cache: for every example the fine-tuned "
-             "teacher's raw class logits and probabilities and a frozen sentence embedding, the only input a "
-             "quantum student is trained from.", "",
-             "```python", "from datasets import load_dataset", "", "ds = load_dataset(\"path/to/this/directory\")  "
-             "# or the dataset repository it was pushed to", "```", "",
+             ("A [qd-llm](https://arxiv.org/abs/2505.13205) teacher-logit cache: for every example the fine-tuned "
+              "teacher's raw class logits and probabilities and a frozen sentence embedding, the only input a "
+              "quantum student is trained from."), "",
+             "```python", "from datasets import load_dataset", "",
+             'ds = load_dataset("path/to/this/directory")  # or the dataset repository it was pushed to', "```", "",
              "| split | rows | file | sha256 |", "|---|---:|---|---|"]
     lines += [f"| {name} | {int(f.get('rows', 0)):,} | `{f['file']}` | `{str(f.get('sha256', ''))[:16]}…` |"
               for name, f in splits]
@@ -143,13 +143,13 @@ def card_text(manifest: dict[str, Any]) -> str:
               "| `label` | ClassLabel | gold label (null in the transfer split: unlabeled texts) |",
               f"| `teacher_logits` | float32 × {len(names)} | the teacher's raw logits, before any temperature |",
               f"| `teacher_probs` | float32 × {len(names)} | softmax of the logits |",
-              f"| `embedding` | float32 × {int(manifest['embedding_dim'])} | frozen embedding: "
-              f"{manifest.get('embedding_source', '—')} |", "",
+              (f"| `embedding` | float32 × {int(manifest['embedding_dim'])} | frozen embedding: "
+               f"{manifest.get('embedding_source', '—')} |"), "",
               "## Teacher", "",
               f"- model: {_identity(inputs.get('model'))}",
               f"- embedder: {_identity(inputs.get('embedder'))}",
-              f"- accuracy: validation {_pct(manifest.get('teacher_metrics'), 'val')}, "
-              f"test {_pct(manifest.get('teacher_metrics'), 'test')}"]
+              (f"- accuracy: validation {_pct(manifest.get('teacher_metrics'), 'val')}, "
+               f"test {_pct(manifest.get('teacher_metrics'), 'test')}")]
     if isinstance(manifest.get("probe_ceiling"), dict):
         lines.append(f"- probe ceiling of the embeddings (logistic regression): test "
                      f"{_pct(manifest['probe_ceiling'], 'test')}")

@@ -63,7 +63,7 @@ def _jobs_1(tmp_path, monkeypatch, key, configs, **cache):
 
 def test_a_grid_on_a_local_cluster_is_the_grid_of_jobs_1_and_a_restart_reuses_finished_runs(
         cluster, tmp_path, monkeypatch):
-    address, worker_roots, client = cluster
+    address, worker_roots, _ = cluster
     remote = f"file://{tmp_path / 'remote'}"
     expected = _jobs_1(tmp_path, monkeypatch, "t1", SMALL, n=60, dim=8)
 
@@ -103,7 +103,7 @@ def test_a_worker_killed_mid_unit_has_its_unit_run_again_and_the_grid_is_whole_a
 
     address, _, client = cluster
     configs = [StudentConfig(n_qubits=3, epochs=6, seeds=(0, 1)), StudentConfig(model="logreg", epochs=6, seeds=(0, 1))]
-    shape = dict(n=1500, dim=8)  # a quantum unit trains for a second or more: long enough to be killed in the middle
+    shape = {"n": 1500, "dim": 8}  # a quantum unit trains for a second or more: long enough to be killed in the middle
     expected = _jobs_1(tmp_path, monkeypatch, "t2", configs, **shape)
 
     root = tmp_path / "client"
@@ -153,3 +153,13 @@ def test_a_worker_killed_mid_unit_has_its_unit_run_again_and_the_grid_is_whole_a
     assert run_results(root / "student") == expected
     client.wait_for_workers(2, timeout=60)  # the nanny started a new worker process in its place
     assert killed not in [pid for pid, _ in client.run(_executing).values()]
+
+
+def test_what_cannot_run_on_a_cluster_is_refused_before_any_work():
+    from pipeline.errors import QdllmError
+    from stages.student.cluster import check_cluster
+
+    with pytest.raises(QdllmError, match="--jobs sets this machine's worker processes, but --cluster tcp://sched:8786"):
+        check_cluster("tcp://sched:8786", 2)
+    check_cluster("local", 2)  # --jobs sizes a LocalCluster
+    check_cluster(None, 2)

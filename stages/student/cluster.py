@@ -90,7 +90,7 @@ class DaskUnits:
     @classmethod
     @contextmanager
     def open(cls, address: str, runs: list[StudentRun], remote: str | None = None,
-             jobs: int | None = None) -> Iterator["DaskUnits"]:
+             jobs: int | None = None) -> Iterator[DaskUnits]:
         """Connect (or start ``local``), wait for a worker, put the teacher caches on ``remote``, yield."""
         from distributed import Client, KilledWorker
 
@@ -157,7 +157,7 @@ def _has_dashboard(client) -> bool:
         return False
     try:
         return bool(client.run_on_scheduler(lambda: __import__("importlib.util").util.find_spec("bokeh") is not None))
-    except Exception:  # a scheduler that refuses to run functions: say nothing rather than a wrong link
+    except Exception:  # noqa: BLE001  (a scheduler that refuses to run functions: no link rather than a wrong one)
         return False
 
 

@@ -25,11 +25,11 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from multiprocessing import get_context
 from multiprocessing.managers import SyncManager
 from pathlib import Path
-from typing import ContextManager, Protocol
+from typing import Protocol
 
 from pipeline.config import StudentConfig
 from pipeline.console import progress
@@ -136,7 +136,7 @@ class Units(Protocol):
 
     def workers(self) -> int: ...
 
-    def listen(self, handle: Callable[[tuple], None]) -> ContextManager: ...
+    def listen(self, handle: Callable[[tuple], None]) -> AbstractContextManager: ...
 
 
 def train_runs(runs: list[StudentRun], jobs: int = 1, cluster: str | None = None,
@@ -179,7 +179,7 @@ class ProcessPool:
 
     @classmethod
     @contextmanager
-    def open(cls, jobs: int) -> Iterator["ProcessPool"]:
+    def open(cls, jobs: int) -> Iterator[ProcessPool]:
         ctx = get_context("spawn")
         manager = SyncManager(ctx=ctx)
         manager.start(die_with_parent, (os.getpid(),))
@@ -229,7 +229,9 @@ def _train_units(units: list[tuple[StudentRun, int]], where: Units) -> None:
     """Run every unit where ``where`` says; publish each run as soon as all its seeds are back. One progress line
     for the grid (units done of all, and the workers), one per running unit."""
     with progress() as bar:
-        label = lambda: f"{len(units)} units on {where.workers()} workers"  # noqa: E731
+        def label() -> str:
+            return f"{len(units)} units on {where.workers()} workers"
+
         overall = bar.add_task(label(), total=len(units))
         tasks: dict[int, int] = {}
 
