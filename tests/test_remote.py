@@ -105,7 +105,7 @@ def test_push_then_pull_into_empty_cache(remote_uri, caches):
     assert R.push("teacher", KEY, remote_uri, cache_root=a) == "pushed"
     r = R.open_remote(remote_uri)
     assert R.remote_keys("teacher", r) == [KEY]
-    assert _remote_files(r, "teacher", KEY) == {"train.parquet", "val.parquet", "test.parquet", R.INDEX,
+    assert _remote_files(r, "teacher", KEY) == {"train.parquet", "val.parquet", "test.parquet", "README.md", R.INDEX,
                                                 "manifest.json"}
     assert R.push("teacher", KEY, remote_uri, cache_root=a) == "skipped"  # same manifest: nothing to send
 
@@ -116,7 +116,8 @@ def test_push_then_pull_into_empty_cache(remote_uri, caches):
     for split in ("train", "val", "test"):
         np.testing.assert_array_equal(got.splits[split].embeddings, ref.splits[split].embeddings)
         np.testing.assert_array_equal(got.splits[split].logits, ref.splits[split].logits)
-    assert sorted(p.name for p in path.iterdir()) == ["manifest.json", "test.parquet", "train.parquet", "val.parquet"]
+    assert sorted(p.name for p in path.iterdir()) == ["README.md", "manifest.json", "test.parquet", "train.parquet",
+                                                      "val.parquet"]
     assert not [p for p in (b / "teacher").iterdir() if R.TMP_MARK in p.name]
 
 
@@ -126,7 +127,8 @@ def test_index_is_sha256sum_format_and_agrees_with_manifest(remote_uri, caches):
     r = R.open_remote(remote_uri)
     index = R.parse_index(_get(r, r.path("teacher", KEY, R.INDEX)), "index")
     manifest = json.loads((a / "teacher" / KEY / "manifest.json").read_text())
-    assert index == {v["file"]: v["sha256"] for v in manifest["files"].values()}
+    card = hashlib.sha256((a / "teacher" / KEY / "README.md").read_bytes()).hexdigest()  # the dataset card
+    assert index == {**{v["file"]: v["sha256"] for v in manifest["files"].values()}, "README.md": card}
 
 
 @pytest.mark.parametrize("how", ["flipped byte", "truncated"])
@@ -244,9 +246,23 @@ def test_hand_copied_teacher_cache_without_index_still_verifies(tmp_path, caches
     import shutil
 
     a, b = caches
-    shutil.copytree(a / "teacher" / KEY, tmp_path / "mnt" / "teacher" / KEY)
+    copied = tmp_path / "mnt" / "teacher" / KEY
+    shutil.copytree(a / "teacher" / KEY, copied)
+    assert not (copied / R.INDEX).exists()  # no files.sha256: only the manifest's hashes to check against
     path = R.pull("teacher", KEY, str(tmp_path / "mnt"), cache_root=b)
-    read_teacher_cache(path)
+    src = read_teacher_cache(a / "teacher" / KEY)
+    got = read_teacher_cache(path)  # verifies every file against the manifest's sha256
+    for split in ("train", "val", "test"):
+        assert got.splits[split].ids == src.splits[split].ids
+        np.testing.assert_array_equal(got.splits[split].logits, src.splits[split].logits)
+    # the same hand copy with one byte changed is refused, and nothing is published
+    shutil.rmtree(path)
+    data = bytearray((copied / "val.parquet").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copied / "val.parquet").write_bytes(bytes(data))
+    with pytest.raises(QdllmError, match="sha256"):
+        R.pull("teacher", KEY, str(tmp_path / "mnt"), cache_root=b)
+    assert not path.exists()
 
 
 # ------------------------------------------------------------------ through the CLI
