@@ -11,6 +11,8 @@ loads ``mindspore`` and ``mindquantum.framework``). Each call and its test:
 ``ms.Tensor(float32 ndarray)`` (weights, gradients)     test_tensor_from_float32_ndarray
 ``ms.Parameter(tensor, name="weights")``                test_parameter_holds_the_vector
 ``nn.Adam([param], learning_rate=lr)``                  test_adam_is_built_with_mindspore_defaults
+``nn.Adam([param], learning_rate=[lr per step])``       test_adam_with_a_learning_rate_per_step
+(train.learning_rates: warm-up, cosine/linear decay)
 ``optimizer((ms.Tensor(grad),))`` (one Adam step)       test_adam_step_is_the_hand_computed_update
 ``param.asnumpy()`` (then ``.astype(np.float64)``)      test_asnumpy_shares_the_parameters_memory,
                                                         test_adam_parameters_as_train_uses_it
@@ -68,9 +70,12 @@ spec = build_circuit("paper", 3, 1)
 to_mindquantum(spec); observables(3)
 probs, _ = trajectory_probabilities(spec, NoiseSpec(depolarizing=(0.01, 0.02)), np.zeros((1, 3)),
                                     np.zeros(spec.n_params), trajectories=2, seed=0)
-opt = AdamParameters(np.linspace(-1, 1, 7), 0.06)
-for g in (np.ones(7), np.arange(7.0)):
-    w = opt.step(g)
+from pipeline.config import StudentConfig
+from stages.student.train import learning_rates
+for lr in (0.06, learning_rates(StudentConfig(schedule="cosine", warmup=0.5), 2)):  # one rate, one per step
+    opt = AdamParameters(np.linspace(-1, 1, 7), lr)
+    for g in (np.ones(7), np.arange(7.0)):
+        w = opt.step(g)
 out["product"] = {"weights": w.tolist(), "modules": sorted({"mindspore", "mindquantum.framework"} & set(sys.modules)),
                   "probs_sum": float(probs.sum())}
 sys.stderr.write("=== product done ===\\n"); sys.stderr.flush()
@@ -159,9 +164,10 @@ def test_after_the_failure_numpy_scalars_are_refused_as_op_arguments(facts):
 
 def test_product_calls_never_meet_the_numpy_check(facts):
     """Importing MindQuantum, MindQuantum's simulator, and AdamParameters' Tensor/Parameter/nn.Adam/asnumpy calls
-    never reach MindSpore's NumPy-scalar check: no "Numpy init failed" before the product is done, and the check is
-    still unused afterwards (the view above is the one that meets it). The product stays clear of the breakage by
-    doing its arithmetic in NumPy and handing MindSpore only float32 arrays."""
+    (with one learning rate and with one per step) never reach MindSpore's NumPy-scalar check: no "Numpy init
+    failed" before the product is done, and the check is still unused afterwards (the view above is the one that
+    meets it). The product stays clear of the breakage by doing its arithmetic in NumPy and handing MindSpore only
+    float32 arrays."""
     f = facts["product"]
     before = f["stderr"].split("=== product done ===")[0]
     assert "Numpy init failed" not in before
@@ -318,6 +324,31 @@ def test_adam_parameters_as_train_uses_it(ms):
         snapshots.append((w, w.copy()))
     assert all(np.array_equal(a, b) for a, b in snapshots)  # later steps did not rewrite earlier results
     assert np.array_equal(flat, kept)
+
+
+def test_adam_with_a_learning_rate_per_step(ms):
+    """``nn.Adam([param], learning_rate=list)`` as train_seed builds it (``learning_rates(cfg, steps)``: a warm-up,
+    then a cosine decay; Python floats and np.float64): step t uses the t-th rate, to float32 rounding, equal to
+    Adam by hand. MindSpore indexes the list by its own step counter: one step more than the list holds raises
+    RuntimeError (Gather index out of range), so train_seed gives one rate per batch of every epoch."""
+    from pipeline.config import StudentConfig
+    from stages.student.train import learning_rates
+
+    cfg = StudentConfig(schedule="cosine", warmup=0.25, lr=0.06)
+    lrs = learning_rates(cfg, 8)
+    assert len(lrs) == 8 and lrs[0] < lrs[1] == pytest.approx(0.06) and lrs[-1] < 0.01
+    rng = np.random.default_rng(3)
+    flat = rng.normal(0, 1, 20)
+    opt = AdamParameters(flat, lrs)
+    w = opt.value()
+    m1, m2 = opt.optimizer.moment1[0], opt.optimizer.moment2[0]
+    for t, lr in enumerate(lrs, start=1):
+        g = rng.normal(0, 1, 20)
+        want, _, _ = _adam_update(w, m1.asnumpy(), m2.asnumpy(), g, t, float(lr))
+        w = opt.step(g)
+        np.testing.assert_allclose(w, want, rtol=0, atol=2 * np.spacing(np.float32(4.0)), err_msg=f"step {t}")
+    with pytest.raises(RuntimeError, match="Gather"):
+        opt.step(np.ones(20))
 
 
 # ------------------------------------------------------------------- the benchmark's MindQuantum tutorial path
