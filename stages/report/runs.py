@@ -17,6 +17,7 @@ from typing import Any
 from pipeline import paths
 from pipeline.config import StudentConfig
 from pipeline.errors import QdllmError
+from pipeline.models import display_name
 from pipeline.keys import sha256_file
 from pipeline.publish import MANIFEST
 from stages.student.run import METRICS, StudentRun
@@ -137,11 +138,13 @@ class Teacher:
 
     @property
     def name(self) -> str:
-        return _name(self._get("model") or self.config.get("model")) or "unknown teacher"
+        v = self._get("model") or self.config.get("model")
+        return display_name(v) if v else "unknown teacher"
 
     @property
     def embedder(self) -> str:
-        return _name(self._get("embedder") or self.config.get("embedder")) or "unknown embedder"
+        v = self._get("embedder") or self.config.get("embedder")
+        return display_name(v) if v else "unknown embedder"
 
     @property
     def lora_params(self) -> int | None:
@@ -161,14 +164,6 @@ class Teacher:
             if isinstance(timings.get(k), (int, float)) and timings[k] > 0:
                 return float(timings[k])
         return None
-
-
-def _name(v: Any) -> str:
-    """A model's name, also when a run recorded its identity (``{"packaged": ...}``, ``{"hub": ...}``)."""
-    if isinstance(v, dict):
-        return str(next((v[k] for k in ("packaged", "hub", "dir") if v.get(k)), "") or
-                    ("teacher input embeddings" if v.get("teacher-input") else ""))
-    return str(v or "")
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
