@@ -28,15 +28,16 @@ PRF = ("accuracy", "precision", "recall", "f1")
 # Config fields that tell apart runs of one model on one teacher (seeds only change how many repeats).
 TRAINING_FIELDS = ("loss", "alpha", "temperature", "schedule", "lr", "weight_decay", "epochs", "batch_size")
 FIELDS = {
-    "quantum": ("variant", "n_qubits", "n_layers", "readout", "input_scaling", "encoding_scale") + TRAINING_FIELDS,
+    "quantum": ("variant", "n_qubits", "n_layers", "readout", "input_scaling", "encoding_scale", "gradient", "shots",
+                "train_noise") + TRAINING_FIELDS,
     "twin": ("n_qubits", "input_scaling", "encoding_scale") + TRAINING_FIELDS,
     # the MLP's hidden width matches the quantum student's size, so the circuit's shape names it too
     "mlp": ("variant", "n_qubits", "n_layers", "readout", "encoding_scale") + TRAINING_FIELDS,
     "logreg": TRAINING_FIELDS,
 }
 # Fields that change what is trained or how it learns (not just the training budget): they name a run.
-LABEL_FIELDS = ("variant", "n_qubits", "n_layers", "readout", "input_scaling", "encoding_scale", "loss", "alpha",
-                "temperature", "schedule")
+LABEL_FIELDS = ("variant", "n_qubits", "n_layers", "readout", "input_scaling", "encoding_scale", "gradient", "shots",
+                "train_noise", "loss", "alpha", "temperature", "schedule")
 MODEL_ORDER = {"quantum": 0, "twin": 1, "logreg": 2, "mlp": 3}
 DEFAULTS = StudentConfig()
 
@@ -101,7 +102,9 @@ class Run:
         for f, v in diff.items():
             shown.append({"variant": f"{v}", "n_qubits": f"{v} qubits", "n_layers": f"{v} layer{'s' if v != 1 else ''}",
                           "readout": f"readout {v}", "encoding_scale": "angle scale" if v else "no angle scale",
-                          "schedule": f"{v} lr", "input_scaling": f"{v} scaling", "loss": f"loss {v}"}.get(f, f"{f}={v}"))
+                          "schedule": f"{v} lr", "input_scaling": f"{v} scaling", "loss": f"loss {v}",
+                          "gradient": f"{v} gradients", "shots": f"{v} shots",
+                          "train_noise": f"trained under {v}"}.get(f, f"{f}={v}"))
         return f"{self.model} ({', '.join(shown)})"
 
     def stat(self, split: str, metric: str) -> tuple[float, float] | None:
