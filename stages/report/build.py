@@ -248,6 +248,19 @@ def _circuits(main: dict[tuple[str, str], list[Run]], out: Path) -> dict[str, st
     return files
 
 
+def _preamble(runs: list[Run], teachers: dict[str, Teacher], skipped: list[str], key: str) -> list[str]:
+    """The report's title and the sentence saying where its numbers come from (and which runs were skipped)."""
+    md = [f"# QD-LLM report `{key}`", "",
+          f"Built {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from {len(runs)} student run(s) on "
+          f"{len(teachers)} teacher cache(s) under `{paths.cache_dir() / 'student'}`. All numbers are read from "
+          "the runs' `metrics.json` and the teacher manifests; run keys in the last column name the source "
+          "directory `cache/student/<key>/`. Percentages are on the test split; the checkpoint of each seed "
+          "was chosen on validation. See docs/report.md for how to read this report.", ""]
+    if skipped:
+        md += ["Skipped (incomplete or unreadable) runs: " + "; ".join(skipped) + ".", ""]
+    return md
+
+
 def write_report(out: Path, runs: list[Run], teachers: dict[str, Teacher], paper: list[dict], paper_note: str,
                  skipped: list[str], key: str, noise: list[NoiseEval] | None = None) -> list[str]:
     """Write report.md and every figure into ``out``; return the file names written."""
@@ -273,14 +286,7 @@ def write_report(out: Path, runs: list[Run], teachers: dict[str, Teacher], paper
     circuits = _circuits(main, out)
     written += list(circuits.values())
 
-    md = [f"# QD-LLM report `{key}`", "",
-          f"Built {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from {len(runs)} student run(s) on "
-          f"{len(teachers)} teacher cache(s) under `{paths.cache_dir() / 'student'}`. All numbers are read from "
-          "the runs' `metrics.json` and the teacher manifests; run keys in the last column name the source "
-          "directory `cache/student/<key>/`. Percentages are on the test split; the checkpoint of each seed "
-          "was chosen on validation. See docs/report.md for how to read this report.", ""]
-    if skipped:
-        md += ["Skipped (incomplete or unreadable) runs: " + "; ".join(skipped) + ".", ""]
+    md = _preamble(runs, teachers, skipped, key)
     standing, figures = standing_section(runs, teachers, out)
     md += standing
     written += figures
