@@ -11,6 +11,9 @@ CNOTs, so the circuit compiles into a few big array operations per layer:
 - *rot* blocks: RY gates on distinct qubits are one real tensor product, applied as a few
   small real matrix products over qubit groups (real and imaginary parts stacked);
 - *perm* blocks: CNOT chains are one index permutation;
+- *enc* blocks: re-uploaded encodings RX(z) on several qubits are H·exp(-i/2·S·z)·H (H the Hadamard on
+  those qubits): a per-example phase vector between two fixed real tensor products, applied like the rot
+  blocks (tests/bench/variants_speed.py: 3.5x faster than RX gate by gate on 11 qubits);
 - the tail: diagonal gates right before measurement do not change ⟨Z⟩ (dropped, zero
   gradient) and a final permutation is folded into the readout signs.
 
@@ -35,6 +38,7 @@ PAULI = {
     "RZ": np.array([[1, 0], [0, -1]], dtype=np.complex128),
 }
 J = np.array([[0.0, -0.5], [0.5, 0.0]])  # dRY(θ)/dθ = J·RY(θ)
+HADAMARD = np.array([[1.0, 1.0], [1.0, -1.0]]) / np.sqrt(2.0)  # RX(a) = H·RZ(a)·H
 
 
 def rotation(kind: str, angles: np.ndarray) -> np.ndarray:
@@ -80,6 +84,8 @@ class Block:
     rot_params: dict[int, list[int]] | None = None  # rot: qubit -> parameter indices (angles add)
     perm: np.ndarray | None = None
     inv: np.ndarray | None = None
+    enc: np.ndarray | None = None  # enc: (K,) encoding index per gate (signs as for diag)
+    hadamard: list[tuple[int, int, np.ndarray]] | None = None  # enc: H on the block's qubits, per qubit group
 
 
 def _commutes(block: Block, g: Gate) -> bool:
@@ -133,6 +139,9 @@ class FusedCircuit:
         self.readout2 = np.repeat(self.readout, 2, axis=0).astype(self.real)  # for the interleaved re/im view
         self.groups = [(lo, min(group, n - lo)) for lo in range(0, n, group)]
         self._jhat = {lo: self._generator_matrices(g) for lo, g in self.groups}
+        for b in self.blocks:
+            if b.kind == "enc":
+                b.hadamard = self._group_matrices({q: HADAMARD for q in b.qubits})
 
     # ------------------------------------------------------------ compile
 
@@ -181,7 +190,7 @@ class FusedCircuit:
             target.gates.append(g)
             target.qubits.update(g.qubits)
         for b in blocks:
-            if b.kind == "diag":
+            if b.kind in ("diag", "enc"):
                 cols = []
                 for g in b.gates:
                     s = 1 - 2 * table[:, g.qubits[0]]
@@ -189,7 +198,10 @@ class FusedCircuit:
                         s = s * (1 - 2 * table[:, g.qubits[1]])
                     cols.append(s)
                 b.signs = np.stack(cols, axis=1).astype(np.float64)
-                b.params = np.array([g.param for g in b.gates])
+                if b.kind == "diag":
+                    b.params = np.array([g.param for g in b.gates])
+                else:
+                    b.enc = np.array([g.encoding for g in b.gates])
             elif b.kind == "rot":
                 b.rot_params = {}
                 for g in b.gates:
@@ -214,18 +226,21 @@ class FusedCircuit:
 
     # ------------------------------------------------------------ pieces
 
-    def _rot_matrices(self, block: Block, theta: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
-        """Per qubit group touched by the block: (lo, g, real 2^g × 2^g tensor product of RYs)."""
+    def _group_matrices(self, single: dict[int, np.ndarray]) -> list[tuple[int, int, np.ndarray]]:
+        """Per qubit group touched by ``single`` (qubit → real 2×2 gate): (lo, g, the 2^g × 2^g tensor product)."""
         out = []
         for lo, g in self.groups:
-            if not any(q in block.rot_params for q in range(lo, lo + g)):
+            if not any(q in single for q in range(lo, lo + g)):
                 continue
             m = np.ones((1, 1))
             for q in range(lo + g - 1, lo - 1, -1):
-                r = ry(theta[block.rot_params[q]].sum()) if q in block.rot_params else np.eye(2)
-                m = np.kron(m, r)
+                m = np.kron(m, single.get(q, np.eye(2)))
             out.append((lo, g, m.astype(self.real)))
         return out
+
+    def _rot_matrices(self, block: Block, theta: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
+        """Per qubit group touched by the block: (lo, g, real 2^g × 2^g tensor product of RYs)."""
+        return self._group_matrices({q: ry(theta[ps].sum()) for q, ps in block.rot_params.items()})
 
     def _apply_group(self, src: np.ndarray, dst: np.ndarray, lo: int, g: int, m: np.ndarray) -> None:
         """dst = (m on qubits lo..lo+g-1) src, using the real view (re/im interleaved on the last axis)."""
@@ -257,7 +272,7 @@ class FusedCircuit:
             ws = {
                 "partial": [np.empty((batch, 2 ** (k + 1)), self.complex) for k in range(self.n)],
                 "states": [np.empty(shape, self.complex) for _ in range(n_states)],
-                "tmp": [np.empty(shape, self.complex) for _ in range(3)],
+                "tmp": [np.empty(shape, self.complex) for _ in range(4)],
                 "probs": np.empty((batch, 2 * self.dim), self.real),
             }
             ws["states"][0] = ws["partial"][-1]
@@ -274,13 +289,25 @@ class FusedCircuit:
         if not mats:
             np.copyto(dst, src)
 
-    def _rx(self, src: np.ndarray, dst: np.ndarray, q: int, c: np.ndarray, s: np.ndarray) -> None:
-        """dst = RX(a) on qubit q of src, a per example: c = cos(a/2), s = sin(a/2), shape (B,)."""
-        B = len(src)
-        a, d = src.reshape(B, -1, 2, 2**q), dst.reshape(B, -1, 2, 2**q)
-        c, s = c.astype(self.real)[:, None, None], s.astype(self.real)[:, None, None]
-        d[:, :, 0] = c * a[:, :, 0] - 1j * s * a[:, :, 1]
-        d[:, :, 1] = c * a[:, :, 1] - 1j * s * a[:, :, 0]
+    def _apply(self, b: Block, src, dst, theta: np.ndarray, z: np.ndarray, tmp):
+        """dst = block ``b`` applied to src (uses tmp[0..2]); returns what ``backward`` needs of it: the phase
+        vector of a diag or enc block, the group matrices of a rot block."""
+        if b.kind == "diag":
+            phase = np.exp(-0.5j * (b.signs @ theta[b.params])).astype(self.complex)
+            np.multiply(src, phase, out=dst)
+            return phase
+        if b.kind == "rot":
+            ms = self._rot_matrices(b, theta)
+            self._rot(src, dst, ms, tmp)
+            return ms
+        if b.kind == "enc":  # H · exp(-i/2·S·z) · H, the phase per example
+            phase = np.exp(-0.5j * (z[:, b.enc] @ b.signs.T)).astype(self.complex)
+            self._rot(src, tmp[2], b.hadamard, tmp)
+            np.multiply(tmp[2], phase, out=tmp[2])
+            self._rot(tmp[2], dst, b.hadamard, tmp)
+            return phase
+        take_columns(src, b.perm, dst)
+        return None
 
     # ------------------------------------------------------------ forward / backward
 
@@ -317,25 +344,7 @@ class FusedCircuit:
         for i, b in enumerate(self.blocks):
             src = states[i] if grad else states[i % 2] if i else partial[-1]
             dst = states[i + 1] if grad else states[(i + 1) % 2]
-            if b.kind == "diag":
-                phase = np.exp(-0.5j * (b.signs @ theta[b.params])).astype(self.complex)
-                mats.append(phase)
-                np.multiply(src, phase, out=dst)
-            elif b.kind == "rot":
-                ms = self._rot_matrices(b, theta)
-                mats.append(ms)
-                self._rot(src, dst, ms, tmp)
-            elif b.kind == "enc":
-                mats.append(None)
-                cur = src
-                for k, g in enumerate(b.gates):
-                    out = dst if k == len(b.gates) - 1 else tmp[k % 2]
-                    a = z[:, g.encoding]
-                    self._rx(cur, out, g.qubits[0], np.cos(a / 2), np.sin(a / 2))
-                    cur = out
-            else:
-                mats.append(None)
-                take_columns(src, b.perm, dst)
+            mats.append(self._apply(b, src, dst, theta, z, tmp))
         x = (states[len(self.blocks)] if grad else states[len(self.blocks) % 2]) if self.blocks else partial[-1]
         xv = x.view(self.real)
         probs = np.multiply(xv, xv, out=ws["probs"])
@@ -380,18 +389,18 @@ class FusedCircuit:
                             np.add.at(gtheta, b.rot_params[lo + j], gq[j])
                 self._rot(lam, spare, [(lo, g, m.T) for lo, g, m in reversed(mats[i])], [tmp[2], tmp[2]])
                 lam, spare = spare, lam
-            elif b.kind == "enc":  # per example: ∂L/∂a = ½ Σ_x Im(conj(λ_x) ψ_{x with bit q flipped})
-                psi, scratch = psi.copy(), np.empty_like(psi)
-                for g in reversed(b.gates):
-                    q, a = g.qubits[0], z[:, g.encoding]
-                    flipped = psi.reshape(B, -1, 2, 2**q)[:, :, ::-1, :]
-                    gz[:, g.encoding] += 0.5 * np.imag(np.conj(lam.reshape(B, -1, 2, 2**q)) * flipped).sum(
-                        axis=(1, 2, 3))
-                    c, sn = np.cos(a / 2), -np.sin(a / 2)  # RX(a)† = RX(-a) takes λ and ψ back past the gate
-                    self._rx(psi, scratch, q, c, sn)
-                    psi, scratch = scratch, psi
-                    self._rx(lam, spare, q, c, sn)
-                    lam, spare = spare, lam
+            elif b.kind == "enc":  # H·phase·H: as a diag block between the two H, its gradient per example
+                hs = b.hadamard  # real and symmetric, its own inverse: H·ψ and H·λ are both at the phase's output
+                psi_mid = tmp[3]
+                self._rot(psi, psi_mid, hs, [tmp[2], tmp[2]])
+                self._rot(lam, spare, hs, [tmp[2], tmp[2]])
+                lam, spare = spare, lam
+                np.conjugate(lam, out=spare)
+                np.multiply(spare, psi_mid, out=spare)
+                gz[:, b.enc] += 0.5 * (spare.imag @ b.signs)
+                np.multiply(lam, mats[i].conj(), out=lam)
+                self._rot(lam, spare, hs, [tmp[2], tmp[2]])
+                lam, spare = spare, lam
             else:
                 take_columns(lam, b.inv, spare)
                 lam, spare = spare, lam
@@ -519,19 +528,7 @@ class FusedCircuit:
         for i, b in enumerate(self.blocks):
             src = states[i % 2] if i else partial[-1]
             dst = states[(i + 1) % 2]
-            if b.kind == "diag":
-                np.multiply(src, np.exp(-0.5j * (b.signs @ theta[b.params])).astype(self.complex), out=dst)
-            elif b.kind == "rot":
-                self._rot(src, dst, self._rot_matrices(b, theta), tmp)
-            elif b.kind == "enc":
-                cur = src
-                for k, g in enumerate(b.gates):
-                    out = dst if k == len(b.gates) - 1 else tmp[k % 2]
-                    a = z[:, g.encoding]
-                    self._rx(cur, out, g.qubits[0], np.cos(a / 2), np.sin(a / 2))
-                    cur = out
-            else:
-                take_columns(src, b.perm, dst)
+            self._apply(b, src, dst, theta, z, tmp)
             for kind, what, d, at in block_shifts.get(i, ()):
                 y = dst[at]  # a view for a slice, a copy (written back below) for scattered rows
                 if kind == "diag":  # exp(-iδ/2·S) on the rows' amplitudes, S the gate's ±1 signs
