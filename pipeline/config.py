@@ -19,6 +19,7 @@ from typing import Any
 from pipeline import keys
 from pipeline.artifacts import ARTIFACTS
 from pipeline.errors import QdllmError
+from pipeline.noise import parse_noise
 from pipeline.settings import setting, validate
 from pipeline.tasks import TASKS, get_task
 
@@ -57,7 +58,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
                 "stages/student/losses.py", "stages/student/train.py", "stages/student/run.py", "stages/student/jobs.py",
                 "stages/student/device.py", "stages/student/noise_sim.py", "stages/student/noise_config.py",
                 "stages/student/cluster.py",
-                "pipeline/metrics.py", "pipeline/manifests.py"),
+                "pipeline/metrics.py", "pipeline/manifests.py", "pipeline/noise.py"),
     "teacher-params": ("stages/teacher/params.py", "stages/teacher/model.py"),  # LoRA counts in the report
     "report": ("stages/report/build.py", "stages/report/figures.py", "stages/report/runs.py", "stages/report/paper.py",
                "stages/report/tables.py", "stages/report/distill.py", "stages/report/standing.py", "pipeline/probe.py",
@@ -449,13 +450,21 @@ def _check_train_shots(shots: Any, cfg: Any) -> str | None:
 
 
 def _check_train_noise(noise: str, cfg: Any) -> str | None:
-    """The grammar itself is checked when the run's model is built (stages/student/device.py, before any training);
-    here what the other settings allow."""
+    """The grammar (``pipeline.noise``), and what the other settings allow."""
     if not isinstance(noise, str):
         return f"--train-noise {noise!r} is not a noise model; give one like depolarizing:0.001,0.01+readout:0.02."
-    text = noise.strip().lower()
-    if text in ("", "none"):
+    if not noise.strip():
         return None
+    try:
+        spec = parse_noise(noise, flag="--train-noise")
+    except QdllmError as e:
+        return str(e)
+    if spec.is_none:
+        return None
+    if spec.device:
+        return (f"--train-noise {noise}: a device:NAME model is simulated as a density matrix (seconds per circuit), "
+                "too slow for training's thousands of circuits per step; train under depolarizing/damping/readout and "
+                "evaluate with `qdllm student noise --noise device:NAME`.")
     if cfg.model != "quantum":
         return f"--train-noise applies to quantum students only; leave it empty for {cfg.model} students."
     if cfg.gradient == "adjoint":

@@ -264,10 +264,13 @@ def test_training_noise_grammar():
     assert training_noise(config(gradient="spsa", train_noise="none")) is None
     spec = training_noise(config(gradient="spsa", train_noise="depolarizing:0.001,0.01+readout:0.02"))
     assert spec.depolarizing == (0.001, 0.01) and spec.readout == 0.02
+    # the config refuses what training cannot use, so neither a key nor a model is made of it
     with pytest.raises(QdllmError, match="evaluate with `qdllm student noise --noise device:NAME`"):
-        training_noise(config(gradient="spsa", train_noise="device:sherbrooke"))
-    with pytest.raises(QdllmError, match="Unknown noise model"):
-        build_model(config(gradient="spsa", train_noise="thermal:0.1"), 6, 2)
+        config(gradient="spsa", train_noise="device:sherbrooke")
+    with pytest.raises(QdllmError, match="Unknown noise model 'thermal:0.1' in --train-noise"):
+        config(gradient="spsa", train_noise="thermal:0.1")
+    with pytest.raises(QdllmError, match="--train-noise 'readout:2': 2 is outside"):
+        config(gradient="spsa", train_noise="readout:2")
 
 
 @pytest.mark.parametrize("kw,message", [

@@ -52,6 +52,10 @@ def written(root: Path) -> list[Path]:
     (["key", "data", "--split", "1,0,0"], ["--split", "positive"]),
     (["data", "--split", "0.5,0.5,0"], ["--split", "positive"]),
     (["key", "student", "--teacher-key", "K", "--batch-size", "1000000"], ["--batch-size 1000000", "smaller --batch-size"]),
+    (["key", "student", "--teacher-key", "K", "--gradient", "spsa", "--train-noise", "bogus"],
+     ["Unknown noise model 'bogus' in --train-noise"]),
+    (["key", "student", "--teacher-key", "K", "--gradient", "spsa", "--train-noise", "depolarizing:0.1"],
+     ["--train-noise", "two probabilities P1,P2"]),
 ])
 def test_bad_numbers_are_refused_in_one_sentence_before_any_work(isolated_dirs, args, words):
     message = assert_clean_refusal(run_cli(*args), *words)

@@ -65,7 +65,8 @@ def attempt(key, f):
 _PRODUCT_THEN_VIEW = _PRELUDE + """
 from stages.student.circuit import build_circuit, observables, to_mindquantum
 from stages.student.model import AdamParameters
-from stages.student.noise import NoiseSpec, trajectory_probabilities
+from pipeline.noise import NoiseSpec
+from stages.student.noise_sim import trajectory_probabilities
 spec = build_circuit("paper", 3, 1)
 to_mindquantum(spec); observables(3)
 probs, _ = trajectory_probabilities(spec, NoiseSpec(depolarizing=(0.01, 0.02)), np.zeros((1, 3)),

@@ -19,7 +19,8 @@ from pipeline.errors import QdllmError
 from stages.student import noise as N
 from stages.student import noise_sim as S
 from stages.student.circuit import build_circuit
-from stages.student.noise_config import NoiseConfig, parse_noise
+from pipeline.noise import parse_noise
+from stages.student.noise_config import NoiseConfig
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ import numpy as np
 
 from pipeline.errors import QdllmError
 from stages.student.fused import FusedCircuit
-from stages.student.noise_config import NoiseSpec, parse_noise
+from pipeline.noise import NoiseSpec, parse_noise
 from stages.student.noise_sim import ShotSampler, noisy_mindquantum, trajectory_probabilities
 
 SHIFT = np.pi / 2
@@ -44,18 +44,10 @@ COST_SHOTS = 1024  # shots per circuit the cost model assumes for a training wit
 
 
 def training_noise(cfg) -> NoiseSpec | None:
-    """The noise model a run trains under (None: noiseless); one sentence for a model training cannot use."""
+    """The noise model a run trains under (None: noiseless); its config has checked it (``_check_train_noise``)."""
     text = str(getattr(cfg, "train_noise", "") or "").strip()
-    if not text:
-        return None
-    spec = parse_noise(text)
-    if spec.is_none:
-        return None
-    if spec.device:
-        raise QdllmError(f"--train-noise {text}: a device:NAME model is simulated as a density matrix (seconds per "
-                         "circuit), too slow for training's thousands of circuits per step; train under "
-                         "depolarizing/damping/readout and evaluate with `qdllm student noise --noise device:NAME`.")
-    return spec
+    spec = parse_noise(text, flag="--train-noise") if text else None
+    return None if spec is None or spec.is_none else spec
 
 
 def device_training(model, cfg, seed: int, steps: int):

@@ -32,7 +32,8 @@ from pipeline.cache import STUDENT_COLUMNS, library_versions
 from pipeline.errors import QdllmError
 from pipeline.metrics import classification_metrics, mean_std
 from pipeline.publish import is_complete, key_lock, publish_dir, write_json
-from stages.student.noise_config import NoiseConfig, NoiseSpec
+from pipeline.noise import NoiseSpec
+from stages.student.noise_config import NoiseConfig
 from stages.student.noise_sim import (ShotSampler, apply_readout, bit_flip, channels_text, device_backend,
                                       device_probabilities, exact_probabilities, trajectory_probabilities)
 from stages.student.run import Checkpoint, StudentRun, make_output_dir

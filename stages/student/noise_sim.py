@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from pipeline.errors import QdllmError
-from stages.student.noise_config import NoiseSpec, num
+from pipeline.noise import NoiseSpec, num
 
 CHUNK = 256  # examples per fused-simulator call
 MAX_DEVICE_QUBITS = 13  # a density matrix of K active qubits holds 4^K complex amplitudes (16·4^13 B = 1 GiB)

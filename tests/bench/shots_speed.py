@@ -62,7 +62,8 @@ def main() -> None:
     from pipeline.config import StudentConfig
     from stages.student import noise as N
     from stages.student import noise_sim as S
-    from stages.student.noise_config import NoiseConfig, parse_noise
+    from pipeline.noise import parse_noise
+    from stages.student.noise_config import NoiseConfig
     from stages.student.run import StudentRun
 
     tdir = cache / "teacher" / "synthetic-10000-d4"
