@@ -31,9 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.errors import QdllmError
-from stages.student.fused import FusedCircuit
 from pipeline.noise import NoiseSpec, parse_noise
+from stages.student.fused import FusedCircuit
 from stages.student.noise_sim import ShotSampler, noisy_mindquantum, trajectory_probabilities
 
 SHIFT = np.pi / 2

@@ -279,6 +279,18 @@ class FusedCircuit:
             self._local.ws[key] = ws
         return ws
 
+    def _product_state(self, v: np.ndarray, ws: dict) -> list[np.ndarray]:
+        """The state vectors of the product of the qubits' 2-vectors ``v`` (B, n, 2), qubit n-1 first: ``partial[k]``
+        holds qubits n-1-k..n-1, ``partial[-1]`` the whole state (the backward pass reads them all)."""
+        v = v.astype(self.complex)
+        partial = ws["partial"]
+        partial[0][:] = v[:, self.n - 1, :]
+        for k, q in enumerate(range(self.n - 2, -1, -1), start=1):  # one long multiply per bit value of qubit q
+            out = partial[k].reshape(len(v), -1, 2)
+            np.multiply(partial[k - 1], v[:, q, 0, None], out=out[:, :, 0])
+            np.multiply(partial[k - 1], v[:, q, 1, None], out=out[:, :, 1])
+        return partial
+
     def _rot(self, src, dst, mats, tmp) -> None:
         """Apply the groups of one rot block src → dst through temporaries (matmul cannot work in place)."""
         cur = src
@@ -329,16 +341,9 @@ class FusedCircuit:
         """
         z = np.asarray(z, dtype=np.float64)
         theta = np.asarray(theta, dtype=np.float64)
-        B = len(z)
-        ws = self._workspace(B, grad)
+        ws = self._workspace(len(z), grad)
         vs = self.prefix_vectors(z[:, :self.n], theta)
-        v = vs[-1].astype(self.complex)
-        partial = ws["partial"]
-        partial[0][:] = v[:, self.n - 1, :]
-        for k, q in enumerate(range(self.n - 2, -1, -1), start=1):  # one long multiply per bit value of qubit q
-            out = partial[k].reshape(B, -1, 2)
-            np.multiply(partial[k - 1], v[:, q, 0, None], out=out[:, :, 0])
-            np.multiply(partial[k - 1], v[:, q, 1, None], out=out[:, :, 1])
+        partial = self._product_state(vs[-1], ws)
         states, tmp = ws["states"], ws["tmp"]
         mats = []
         for i, b in enumerate(self.blocks):
@@ -351,7 +356,7 @@ class FusedCircuit:
         e = (probs @ self.readout2).astype(np.float64)
         if not grad:
             return e
-        return e, (vs, mats, theta, ws, z)
+        return e, (vs, mats, theta, ws)
 
     def probabilities(self, z: np.ndarray, theta: np.ndarray) -> np.ndarray:
         """Outcome probabilities of every computational basis state, (B, 2^n) float64; qubit 0 is the least
@@ -362,7 +367,7 @@ class FusedCircuit:
 
     def backward(self, tape, grad_e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Gradients of Σ grad_e·readout with respect to the encoding angles (B, E) and θ (P,)."""
-        vs, mats, theta, ws, z = tape
+        vs, mats, theta, ws = tape
         B = len(grad_e)
         states, tmp = ws["states"], ws["tmp"]
         gtheta = np.zeros(self.spec.n_params)
@@ -516,14 +521,8 @@ class FusedCircuit:
             v = np.einsum("qij,bqj->bqi", rotation(st.kind, angles), v)
             for q, rows in prefix_shifts.get(i, ()):
                 v[rows, q] = np.einsum("bij,bj->bi", rotation(st.kind, offset[rows]), v[rows, q])
-        v = v.astype(self.complex)
         ws = self._workspace(R, False)
-        partial = ws["partial"]
-        partial[0][:] = v[:, self.n - 1, :]
-        for k, q in enumerate(range(self.n - 2, -1, -1), start=1):
-            out = partial[k].reshape(R, -1, 2)
-            np.multiply(partial[k - 1], v[:, q, 0, None], out=out[:, :, 0])
-            np.multiply(partial[k - 1], v[:, q, 1, None], out=out[:, :, 1])
+        partial = self._product_state(v, ws)
         states, tmp = ws["states"], ws["tmp"]
         for i, b in enumerate(self.blocks):
             src = states[i % 2] if i else partial[-1]
