@@ -57,6 +57,8 @@ def test_a_classical_model_of_equal_size_that_does_better_is_named(cache):
     (group,) = contenders(runs).values()
     assert {r.key for r in group} == {f"100000000000000{i}" for i in range(1, 6)}  # the CE run is not one
     text = " ".join(verdict("emotion", group, teachers["a" * 16]))
+    # caches of one task with different embedders are told apart
+    assert text.startswith(f"On emotion ({teachers['a' * 16].embedder} embeddings) a classical model")
     assert "a classical model of equal size does better: mlp" in text and "75.19 ± 0.80" in text
     assert "72.57 ± 0.70" in text and "below it" in text  # under the probe ceiling of 75.50
     assert "entanglement adds nothing measurable" in text  # paper vs noent within one std

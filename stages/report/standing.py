@@ -75,9 +75,10 @@ def verdict(task: str, rs: list[Run], teacher: Teacher) -> list[str]:
     quantum = [r for r in rs if r.model == "quantum"]
     q = _by_validation(quantum)
     if q is None:
-        return [f"On {task} there is no distilled quantum student yet (`make student`)."]
+        return [f"On {task} ({teacher.embedder} embeddings) there is no distilled quantum student yet (`make student`)."]
     qa = _mean_std(q)
     size = sum(parameters(q).values())
+    task = f"{task} ({teacher.embedder} embeddings)"  # a task can have caches of several embedders
     classical = [r for r in rs if r.model in CLASSICAL and sum(parameters(r).values()) <= size * 1.05]
     c = _by_validation(classical)
     lines = []
@@ -120,7 +121,8 @@ def verdict(task: str, rs: list[Run], teacher: Teacher) -> list[str]:
 
 
 def standing_table(task: str, teacher: Teacher, rs: list[Run]) -> Table:
-    t = Table(title=f"Where the quantum student stands: {task}, teacher {teacher.name} (cache {teacher.key})",
+    t = Table(title=f"Where the quantum student stands: {task}, teacher {teacher.name}, embedder {teacher.embedder} "
+                    f"(cache {teacher.key})",
               headers=["Model", "Kind", "Classical params", "Circuit params", "Budget (chosen on val)", "Val acc (%)",
                        "Test acc (%)", "Run"],
               note="Distilled students (default loss), mean ± std over seeds; each model's learning rate and epochs, "
@@ -162,7 +164,7 @@ def standing_figure(task: str, teacher: Teacher, rs: list[Run], out: Path, name:
     lows = [100 * (_mean_std(r)[0] - _mean_std(r)[1]) for r in scored] + [100 * v for _, v, _, _ in lines if v]
     ax.set_xlim(max(0.0, min(lows, default=50) - 5), 100)
     ax.set_xlabel("test accuracy (%)")
-    ax.set_title(f"Where the quantum student stands: {task} ({teacher.key})")
+    ax.set_title(f"Where the quantum student stands: {task}, {teacher.embedder} embeddings ({teacher.key})")
     ax.legend(loc="lower right", fontsize=8)
     return F._save(fig, out, name)
 
