@@ -79,6 +79,9 @@ def test_a_paper_task_without_recorded_figures_says_so(isolated_dirs, monkeypatc
     assert following.startswith("Cost:")
     note = next(ln for ln in between if "paper" in ln)
     assert "paper's own Table 5 (hiding" in note and "not recorded" in note
+    # the one figure quoted meanwhile is marked as a quotation, with the data it belongs to
+    assert f"Quoted, not checked here: its QD-LLM student reaches {paper.QUOTED_STUDENT['hiding']} %" in note
+    assert "the authors' stega files" in note
     assert "**Paper's Table" not in md  # the emotion table is for emotion only
 
 
