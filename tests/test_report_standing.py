@@ -62,7 +62,7 @@ def test_a_classical_model_of_equal_size_that_does_better_is_named(cache):
     assert "a classical model of equal size does better: mlp" in text and "75.19 ± 0.80" in text
     assert "72.57 ± 0.70" in text and "below it" in text  # under the probe ceiling of 75.50
     assert "entanglement adds nothing measurable" in text  # paper vs noent within one std
-    assert "dequantised twin" in text and "+0.17 points" in text
+    assert "dequantised twin" in text and "+0.17 points" in text and "within one std: nothing measurable" in text
 
 
 @pytest.mark.parametrize("test,word,probe", [
@@ -76,6 +76,15 @@ def test_a_quantum_student_level_with_or_above_the_classical_one_is_said_so(cach
     text = " ".join(verdict("emotion", group, load_teachers(runs)["a" * 16]))
     assert f"{word} the best classical student of at most its size, mlp" in text
     assert f"the quantum student is {probe}." in text and "does better" not in text
+
+
+def test_a_twin_that_does_better_than_the_circuit_is_said_so(cache):
+    set_accuracy(cache, "1000000000000003", (0.7400, 0.0030), 0.72, {"classical": 4259, "circuit": 0})
+    runs = runs_of(cache)
+    (group,) = contenders(runs).values()
+    text = " ".join(verdict("emotion", group, load_teachers(runs)["a" * 16]))
+    assert "the paper circuit adds -1.43 points beyond its classical parts, beyond one std: the classical twin " \
+           "does better." in text
 
 
 def test_the_best_students_are_chosen_on_validation_not_test(cache):

@@ -113,10 +113,13 @@ def verdict(task: str, rs: list[Run], teacher: Teacher) -> list[str]:
     twin = next((r for r in rs if r.model == "twin" and r.label == "twin"), None)
     paper = by_variant.get("paper")
     if twin is not None and paper is not None:
-        d = 100 * (_mean_std(paper)[0] - _mean_std(twin)[0])
+        pa, ta = _mean_std(paper), _mean_std(twin)
+        d = 100 * (pa[0] - ta[0])
+        how = _compare(pa, ta)
         lines.append(f"The dequantised twin (the same encoder and head around cos(z), the circuit's product-state "
-                     f"map) reaches {pct(_mean_std(twin))} %: the paper circuit adds {d:+.2f} points beyond its "
-                     "classical parts.")
+                     f"map) reaches {pct(ta)} %: the paper circuit adds {d:+.2f} points beyond its classical parts, "
+                     + ("within one std: nothing measurable." if how == 0 else "beyond one std." if how > 0 else
+                        "beyond one std: the classical twin does better."))
     return lines
 
 
