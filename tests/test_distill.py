@@ -101,8 +101,12 @@ def test_report_opens_with_the_distillation_gain_and_the_probe_verdict(tmp_path,
     manifest["probe_ceiling"] = {"test": {"accuracy": 0.99}}  # a teacher at 1.0 is not clearly above 0.99
     (path / "manifest.json").write_text(json.dumps(manifest))
     for loss in ("kl+js+ce", "ce"):
-        run_student(path, StudentConfig(model="logreg", loss=loss, epochs=2, seeds=(0, 1)), verify_hashes=False)
+        for lr in (0.06, 0.02):  # two pairs of one label: the budget tells their rows apart
+            run_student(path, StudentConfig(model="logreg", loss=loss, lr=lr, epochs=2, seeds=(0, 1)),
+                        verify_hashes=False)
     text = build_report(paper_teachers=False).read_text()
     head = text[: text.index("## ", text.index("## Distillation gain") + 5)]
-    assert "Distillation gain: synthetic" in head and "| logreg" in head and "±" in head
+    assert "Distillation gain: synthetic" in head and "±" in head
+    for lr in (0.06, 0.02):
+        assert f"| logreg | lr {lr} cosine warm-up 0.1, 2 epochs | 2 |" in head
     assert "distillation cannot help with this teacher and embedder" in head

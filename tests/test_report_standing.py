@@ -104,7 +104,7 @@ def test_section_writes_a_table_and_a_figure(cache, tmp_path):
     table = "\n".join(md)
     assert "| probe ceiling (logistic regression, CE) | classical |" in table
     row = next(line for line in md[0:] for line in line.splitlines() if line.startswith("| twin |"))
-    assert "| dequantised | 4,259 | — | lr 0.06 cosine, 4 epochs |" in row
+    assert "| dequantised | 4,259 | — | lr 0.06 cosine warm-up 0.1, 4 epochs |" in row
 
 
 def test_each_model_s_learning_rate_is_chosen_on_validation(cache):

@@ -19,6 +19,7 @@ from pipeline.probe import distillation_can_help
 from stages.report.runs import Run, Teacher
 from stages.report.tables import DASH, Table, pct
 
+
 def _twin_key(r: Run) -> tuple:
     cfg = {k: v for k, v in r.config.items() if k not in ("loss", "seeds")}
     return r.task, r.teacher_key, r.model, tuple(sorted((k, str(v)) for k, v in cfg.items()))
@@ -45,7 +46,8 @@ def gain_rows(runs: list[Run]) -> dict[tuple[str, str], list[dict[str, Any]]]:
         diff = np.array([kd[s] - ce[s] for s in common])
         agree = list(_seed_values(pair["kl+js+ce"], "agreement").values())
         out[(task, tkey)].append({
-            "model": model, "label": pair["kl+js+ce"].label, "seeds": len(common),
+            "model": model, "label": pair["kl+js+ce"].label, "budget": pair["kl+js+ce"].budget,
+            "seeds": len(common),
             "gain": (float(diff.mean()), float(diff.std(ddof=1)) if len(diff) > 1 else 0.0),
             "kd": pair["kl+js+ce"].stat("test", "accuracy"), "ce": pair["ce"].stat("test", "accuracy"),
             "agreement": (float(np.mean(agree)), float(np.std(agree, ddof=1)) if len(agree) > 1 else 0.0)
@@ -77,13 +79,13 @@ def distillation_section(runs: list[Run], teachers: dict[str, Teacher]) -> list[
         t_acc, p_acc = teacher.metric("test", "accuracy"), probe_accuracy(teacher)
         tab = Table(
             title=f"Distillation gain: {task}, teacher {teacher.name} (cache {tkey}), embedder {teacher.embedder}",
-            headers=["Student", "Seeds", "KL+JS+CE acc (%)", "CE acc (%)", "Gain (points)", "Agreement (%)",
+            headers=["Student", "Budget", "Seeds", "KL+JS+CE acc (%)", "CE acc (%)", "Gain (points)", "Agreement (%)",
                      "Teacher acc (%)", "Probe ceiling (%)", "Runs"],
             note=("Gain = KL+JS+CE minus CE test accuracy at otherwise equal settings, mean ± std over the seeds "
                   "both runs share (paired). Agreement: share of test examples where the student's class is the "
                   "teacher's. Probe ceiling: a logistic regression with CE on the cache's own embeddings."))
         for it in items:
-            tab.rows.append([it["label"], str(it["seeds"]), pct(it["kd"]), pct(it["ce"]), _points(it["gain"]),
+            tab.rows.append([it["label"], it["budget"], str(it["seeds"]), pct(it["kd"]), pct(it["ce"]), _points(it["gain"]),
                              pct(it["agreement"]) if it["agreement"] else DASH, pct(t_acc), pct(p_acc), it["runs"]])
         md += [tab.markdown(), ""]
         if t_acc is not None and p_acc is not None and not distillation_can_help(t_acc, p_acc):

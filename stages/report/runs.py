@@ -107,6 +107,14 @@ class Run:
                           "train_noise": f"trained under {v}"}.get(f, f"{f}={v}"))
         return f"{self.model} ({', '.join(shown)})"
 
+    @property
+    def budget(self) -> str:
+        """The training budget in words: learning rate and schedule (with its warm-up), epochs."""
+        cfg = self.config
+        schedule = cfg.get("schedule", "constant")
+        warmup = f" warm-up {cfg.get('warmup')}" if schedule != "constant" and cfg.get("warmup") is not None else ""
+        return f"lr {cfg.get('lr')} {schedule}{warmup}, {cfg.get('epochs')} epochs"
+
     def stat(self, split: str, metric: str) -> tuple[float, float] | None:
         """(mean, std) of a metric over seeds, from the run's own summary."""
         s = self.summary.get(split, {}).get(metric) if split in ("test", "val") else self.summary.get(metric)

@@ -139,10 +139,9 @@ def standing_table(task: str, teacher: Teacher, rs: list[Run]) -> Table:
         t.rows.append(["probe ceiling (logistic regression, CE)", "classical", DASH, DASH, DASH, DASH, pct(probe),
                        teacher.key])
     for r in rs:
-        p, cfg = parameters(r), r.config
+        p = parameters(r)
         kind = "quantum" if r.model == "quantum" else "dequantised" if r.model == "twin" else "classical"
-        budget = f"lr {cfg.get('lr')} {cfg.get('schedule', 'constant')}, {cfg.get('epochs')} epochs"
-        t.rows.append([r.label, kind, count(p["classical"]), count(p["circuit"]), budget, pct(_mean_std(r, "val")),
+        t.rows.append([r.label, kind, count(p["classical"]), count(p["circuit"]), r.budget, pct(_mean_std(r, "val")),
                        pct(_mean_std(r)), r.key])
     return t
 
