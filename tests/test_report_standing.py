@@ -117,3 +117,17 @@ def test_each_model_s_learning_rate_is_chosen_on_validation(cache):
     (group,) = contenders(runs).values()
     (mlp,) = [r for r in group if r.model == "mlp"]
     assert mlp.key == "1000000000000007"  # validation 79 % against 76 %, though its test accuracy is lower
+
+
+def test_a_budget_within_one_standard_error_of_the_best_does_not_replace_the_default(cache):
+    """The one-standard-error rule: the lr 0.02 run is 0.5 points better on validation, less than one standard
+    error (1 point / √3 seeds) — seed noise — so the default budget stands for the model."""
+    t = json.loads((cache / "teacher" / ("a" * 16) / "manifest.json").read_text())
+    write_run(cache, "1000000000000007", t, "mlp", seed=7, lr=0.02)
+    set_accuracy(cache, "1000000000000007", (0.7000, 0.0050), 0.765, {"classical": 4259, "circuit": 0})
+    (group,) = contenders(runs_of(cache)).values()
+    (mlp,) = [r for r in group if r.model == "mlp"]
+    assert mlp.key == "1000000000000004"
+    set_accuracy(cache, "1000000000000007", (0.7000, 0.0050), 0.767, {"classical": 4259, "circuit": 0})
+    (group,) = contenders(runs_of(cache)).values()  # 0.7 points: beyond one standard error (0.58), so it wins
+    assert [r.key for r in group if r.model == "mlp"] == ["1000000000000007"]

@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 PRF = ("accuracy", "precision", "recall", "f1")
 # Config fields that tell apart runs of one model on one teacher (seeds only change how many repeats).
-TRAINING_FIELDS = ("loss", "alpha", "temperature", "schedule", "lr", "weight_decay", "epochs", "batch_size")
+TRAINING_FIELDS = ("loss", "alpha", "temperature", "schedule", "warmup", "lr", "weight_decay", "epochs",
+                   "batch_size")
 FIELDS = {
     "quantum": ("variant", "n_qubits", "n_layers", "readout", "input_scaling", "encoding_scale", "gradient", "shots",
                 "train_noise") + TRAINING_FIELDS,

@@ -4,12 +4,14 @@ one figure, and sentences that say what the numbers say — including that a cla
 better, when it does.
 
 Every student here is the distilled one (the default loss): CE twins are the distillation gain's business
-(``distill.py``). The best quantum student and the best classical one are chosen on validation accuracy, never on
-test; two students are "level" when their test means differ by no more than the larger of their stds over seeds.
+(``distill.py``). Each model's budget (one-standard-error rule), the best quantum student and the best classical one
+are chosen on validation accuracy, never on test; two students are "level" when their test means differ by no more
+than the larger of their stds over seeds.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -28,25 +30,31 @@ def parameters(r: Run) -> dict[str, int]:
 
 
 def contenders(runs: list[Run]) -> dict[tuple[str, str], list[Run]]:
-    """Per (task, teacher): the distilled students (default loss), one per label; among runs of one label that
-    differ only in their budget (learning rate, warm-up, epochs, batch), the one with the best validation accuracy
-    (``make ablations`` trains a grid of them), ties to the closest to the defaults."""
-    best: dict[tuple[str, str, str], Run] = {}
-
-    def rank(r: Run) -> tuple:
-        val = _mean_std(r, "val")
-        return (-(val[0] if val else -1.0), r.sort_key())
-
+    """Per (task, teacher): the distilled students (default loss), one per label. Among runs of one label that
+    differ only in their budget (learning rate, warm-up, epochs, batch; ``make ablations`` trains a grid of them)
+    the one-standard-error rule chooses: the run closest to the defaults whose validation accuracy is within one
+    standard error (std over seeds / √seeds) of the best one's, so a budget must beat the default by more than
+    seed noise to replace it."""
+    by_label: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
     for r in runs:
-        if r.config.get("loss", DEFAULTS.loss) != DEFAULTS.loss:
-            continue
-        k = (r.task, r.teacher_key, f"{r.model}|{r.label}")
-        if k not in best or rank(r) < rank(best[k]):
-            best[k] = r
+        if r.config.get("loss", DEFAULTS.loss) == DEFAULTS.loss:
+            by_label[(r.task, r.teacher_key, f"{r.model}|{r.label}")].append(r)
     out: dict[tuple[str, str], list[Run]] = defaultdict(list)
-    for (task, tkey, _), r in sorted(best.items()):
-        out[(task, tkey)].append(r)
+    for (task, tkey, _), rs in sorted(by_label.items()):
+        out[(task, tkey)].append(_one_standard_error(rs))
     return {k: sorted(v, key=lambda r: (r.model != "quantum", r.sort_key())) for k, v in out.items()}
+
+
+def _one_standard_error(rs: list[Run]) -> Run:
+    """The run closest to the defaults (``Run.sort_key``) among those within one standard error of the best
+    validation accuracy; runs without one are chosen only when no run has it."""
+    scored = [r for r in rs if _mean_std(r, "val") is not None]
+    if not scored:
+        return min(rs, key=Run.sort_key)
+    top = max(scored, key=lambda r: _mean_std(r, "val")[0])
+    mean, std = _mean_std(top, "val")
+    floor = mean - std / math.sqrt(max(len(top.seeds), 1))
+    return min((r for r in scored if _mean_std(r, "val")[0] >= floor), key=Run.sort_key)
 
 
 def _mean_std(r: Run, split: str = "test") -> tuple[float, float] | None:
