@@ -441,12 +441,8 @@ def _check_train_shots(shots: Any, cfg: Any) -> str | None:
         return f"--shots {shots!r} is not a number of shots; give exact or a positive integer such as 1024."
     if not 1 <= shots <= MAX_TRAIN_SHOTS:
         return f"--shots {shots} is not valid: give exact or a whole number of shots from 1 to {MAX_TRAIN_SHOTS}."
-    if cfg.model != "quantum":
-        return f"--shots {shots} applies to quantum students only; leave it at exact for {cfg.model} students."
-    if cfg.gradient == "adjoint":
-        return (f"--shots {shots} needs --gradient parameter-shift or spsa: the adjoint method needs the exact state, "
-                "which a device's shots do not give (or leave --shots at exact).")
-    return None
+    return _device_only(f"--shots {shots}", "leave it at exact", "the adjoint method needs the exact state, which a "
+                        "device's shots do not give (or leave --shots at exact).", cfg)
 
 
 def _check_train_noise(noise: str, cfg: Any) -> str | None:
@@ -465,11 +461,16 @@ def _check_train_noise(noise: str, cfg: Any) -> str | None:
         return (f"--train-noise {noise}: a device:NAME model is simulated as a density matrix (seconds per circuit), "
                 "too slow for training's thousands of circuits per step; train under depolarizing/damping/readout and "
                 "evaluate with `qdllm student noise --noise device:NAME`.")
+    return _device_only(f"--train-noise {noise}", "leave it empty", "the adjoint method does not apply to noisy "
+                        "channels.", cfg)
+
+
+def _device_only(given: str, instead: str, why: str, cfg: Any) -> str | None:
+    """A device-training setting needs a quantum student trained by parameter-shift or SPSA."""
     if cfg.model != "quantum":
-        return f"--train-noise applies to quantum students only; leave it empty for {cfg.model} students."
+        return f"{given} applies to quantum students only; {instead} for {cfg.model} students."
     if cfg.gradient == "adjoint":
-        return (f"--train-noise {noise} needs --gradient parameter-shift or spsa: the adjoint method does not apply to "
-                "noisy channels.")
+        return f"{given} needs --gradient parameter-shift or spsa: {why}"
     return None
 
 
