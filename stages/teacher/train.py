@@ -286,114 +286,162 @@ def train(model, train_ids: list[list[int]], train_labels: np.ndarray, val_ids: 
     """Fine-tune the trainable (LoRA + head) parameters; returns the best-on-validation state (on every process).
 
     ``batch_size`` is the global batch: with N processes each runs about batch_size / N examples of it."""
-    import torch
-    import torch.nn.functional as F
-
-    procs = procs or Processes.start()
-    device = next(p for p in model.parameters()).device
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    n_batches = math.ceil(len(train_ids) / batch_size)
-    steps_per_epoch = math.ceil(n_batches / grad_accum)
-    total = max(1, steps_per_epoch * epochs)
-    warmup = max(1, int(0.06 * total))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))))
-    lengths = np.array([len(x) for x in train_ids])
-    labels_t = torch.as_tensor(np.asarray(train_labels), dtype=torch.long)
-
-    work_dir = Path(work_dir)
-    ckpt_path = work_dir / CHECKPOINT
-    state = {"step": 0, "epoch": 0, "micro": 0, "history": [], "best": None, "ema": None}
-    ck = None
-    if procs.is_main:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        if ckpt_path.is_file():
-            ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    ck = procs.broadcast(ck)  # the other processes never read the cache directory
-    if ck is not None:
-        load_trainable_state(model, ck["trainable"])
-        opt.load_state_dict(ck["optim"])
-        sched.load_state_dict(ck["sched"])
-        state = {k: ck.get(k) for k in state}
-        log.info("resuming the fine-tune at step %d of %d (epoch %d)", state["step"], total, state["epoch"] + 1)
-        del ck
-    resumed_at = state["step"]
-    ddp = procs.wrap(model)
-
-    def save(epoch: int, micro: int) -> None:
-        if procs.is_main:  # the weights, optimizer and scheduler are the same in every process
-            _save(ckpt_path, {"trainable": _trainable_state(model), "optim": opt.state_dict(),
-                              "sched": sched.state_dict(), "step": state["step"], "epoch": epoch, "micro": micro,
-                              "history": state["history"], "best": state["best"], "ema": state["ema"]})
-
-    last_save = time.monotonic()
-    tokens, train_seconds = 0, 0.0
+    ft = _FineTune(model, train_ids, train_labels, procs or Processes.start(), lr=lr, weight_decay=weight_decay,
+                   epochs=epochs, batch_size=batch_size, grad_accum=grad_accum, seed=seed, pad_id=pad_id, bf16=bf16,
+                   checkpoint_every_s=checkpoint_every_s, checkpoint_every_steps=checkpoint_every_steps,
+                   on_step=on_step)
+    resumed_at = ft.resume(Path(work_dir) / CHECKPOINT)
     columns = (TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[tps]:>5.0f} tok/s"))
     with progress(*columns) as bar:
-        task = bar.add_task("fine-tune" + (f" ({procs.world} processes)" if procs.world > 1 else ""), total=total,
-                            completed=state["step"], loss=float("nan"), tps=0.0)
-        for epoch in range(state["epoch"], epochs):
-            model.train()
-            batches = bucket_batches(lengths, batch_size, seed, epoch)
-            first = state["micro"] if epoch == state["epoch"] else 0
-            opt.zero_grad(set_to_none=True)
-            loss_sum, loss_n = 0.0, 0
-            t_epoch = time.perf_counter()
-            for bi in range(first, len(batches)):
-                idx = batches[bi]
-                mine = shard(idx, procs)
-                weight = procs.world / (len(idx) * grad_accum)
-                if len(mine) == 0:  # fewer examples than processes: join the gradient exchange with nothing
-                    mine, weight = idx[:1], 0.0
-                ends_step = not ((bi + 1) % grad_accum and bi + 1 < len(batches))
-                torch.manual_seed(_dropout_seed(seed, procs.rank, epoch, bi))
-                x, mask = collate(train_ids, mine, pad_id, device)
-                with procs.no_sync(ddp, skip=not ends_step):
-                    with autocast(device, bf16):
-                        logits = ddp(input_ids=x, attention_mask=mask).logits
-                    ce = F.cross_entropy(logits.float(), labels_t[mine].to(device), reduction="sum")
-                    (ce * weight).backward()
-                if weight:
-                    loss_sum, loss_n = loss_sum + float(ce.detach()), loss_n + len(mine)
-                tokens += int(lengths[idx].sum())
-                if not ends_step:
-                    continue
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
-                state["step"] += 1
-                total_loss, total_n = procs.sum([loss_sum, loss_n])
-                loss = total_loss / max(total_n, 1)
-                loss_sum, loss_n = 0.0, 0
-                ema = state["ema"] = loss if state["ema"] is None else 0.9 * state["ema"] + 0.1 * loss
-                elapsed = train_seconds + time.perf_counter() - t_epoch
-                bar.update(task, completed=state["step"], loss=ema, tps=tokens / max(elapsed, 1e-9))
-                procs.log({"train/loss": loss, "train/loss_ema": ema, "train/learning_rate": sched.get_last_lr()[0],
-                           "train/epoch": epoch + (bi + 1) / len(batches),
-                           "train/tokens_per_second": tokens / max(elapsed, 1e-9)}, step=state["step"])
-                due = (checkpoint_every_steps and state["step"] % checkpoint_every_steps == 0) or \
-                    (not checkpoint_every_steps and time.monotonic() - last_save > checkpoint_every_s)
-                if due and bi + 1 < len(batches):
-                    save(epoch, bi + 1)
-                    last_save = time.monotonic()
-                if on_step is not None:
-                    on_step(state["step"])
-            train_seconds += time.perf_counter() - t_epoch
-            val_logits = predict_logits(model, val_ids, pad_id, label=f"validate epoch {epoch + 1}", bf16=bf16,
-                                        procs=procs)
-            acc = accuracy(val_logits, val_labels)
-            state["history"].append({"epoch": epoch + 1, "step": state["step"], "train_loss_ema": state["ema"],
-                                     "val_accuracy": acc})
-            procs.log({"val/accuracy": acc}, step=state["step"])
-            log.info("epoch %d: validation accuracy %.4f", epoch + 1, acc)
-            if state["best"] is None or acc > state["best"]["val_accuracy"]:
-                state["best"] = {"epoch": epoch + 1, "val_accuracy": acc, "state": _trainable_state(model),
-                                 "val_logits": val_logits}
-            save(epoch + 1, 0)
-            last_save = time.monotonic()
-    best = state["best"]
+        world = ft.procs.world
+        task = bar.add_task("fine-tune" + (f" ({world} processes)" if world > 1 else ""), total=ft.total,
+                            completed=ft.state["step"], loss=float("nan"), tps=0.0)
+        for epoch in range(ft.state["epoch"], epochs):
+            ft.run_epoch(epoch, lambda: bar.update(task, completed=ft.state["step"], loss=ft.state["ema"],
+                                                   tps=ft.tokens / max(ft.elapsed(), 1e-9)))
+            ft.validate(epoch, val_ids, val_labels)
+    best = ft.state["best"]
     return TrainResult(best_state=best["state"], best_epoch=best["epoch"], best_val_accuracy=best["val_accuracy"],
-                       val_logits=best["val_logits"], history=state["history"], resumed_at_step=resumed_at,
-                       steps=state["step"], tokens=tokens, train_seconds=round(train_seconds, 3))
+                       val_logits=best["val_logits"], history=ft.state["history"], resumed_at_step=resumed_at,
+                       steps=ft.state["step"], tokens=ft.tokens, train_seconds=round(ft.train_seconds, 3))
+
+
+class _FineTune:
+    """The fine-tune's state and its steps: resume from a checkpoint, one epoch of optimizer steps, validation."""
+
+    def __init__(self, model, train_ids, train_labels, procs: Processes, *, lr, weight_decay, epochs, batch_size,
+                 grad_accum, seed, pad_id, bf16, checkpoint_every_s, checkpoint_every_steps, on_step):
+        import torch
+
+        self.model, self.train_ids, self.procs = model, train_ids, procs
+        self.batch_size, self.grad_accum, self.seed, self.pad_id, self.bf16 = batch_size, grad_accum, seed, pad_id, bf16
+        self.checkpoint_every_s, self.checkpoint_every_steps, self.on_step = (checkpoint_every_s,
+                                                                              checkpoint_every_steps, on_step)
+        self.device = next(p for p in model.parameters()).device
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=lr, weight_decay=weight_decay)
+        steps_per_epoch = math.ceil(math.ceil(len(train_ids) / batch_size) / grad_accum)
+        self.total = total = max(1, steps_per_epoch * epochs)
+        warmup = max(1, int(0.06 * total))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))))
+        self.lengths = np.array([len(x) for x in train_ids])
+        self.labels = torch.as_tensor(np.asarray(train_labels), dtype=torch.long)
+        self.state = {"step": 0, "epoch": 0, "micro": 0, "history": [], "best": None, "ema": None}
+        self.tokens, self.train_seconds, self.epoch_start = 0, 0.0, time.perf_counter()
+        self.ckpt_path: Path | None = None
+        self.ddp = None
+
+    def elapsed(self) -> float:
+        """Seconds spent in fine-tune batches so far (validation passes excluded)."""
+        return self.train_seconds + time.perf_counter() - self.epoch_start
+
+    def resume(self, ckpt_path: Path) -> int:
+        """Load the checkpoint of an interrupted run (read by the main process, sent to the others); the step it
+        resumes at."""
+        import torch
+
+        self.ckpt_path, procs = ckpt_path, self.procs
+        ck = None
+        if procs.is_main:
+            ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+            if ckpt_path.is_file():
+                ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ck = procs.broadcast(ck)  # the other processes never read the cache directory
+        if ck is not None:
+            load_trainable_state(self.model, ck["trainable"])
+            self.opt.load_state_dict(ck["optim"])
+            self.sched.load_state_dict(ck["sched"])
+            self.state = {k: ck.get(k) for k in self.state}
+            log.info("resuming the fine-tune at step %d of %d (epoch %d)", self.state["step"], self.total,
+                     self.state["epoch"] + 1)
+            del ck
+        self.ddp = procs.wrap(self.model)
+        self.last_save = time.monotonic()
+        return self.state["step"]
+
+    def save(self, epoch: int, micro: int) -> None:
+        if self.procs.is_main:  # the weights, optimizer and scheduler are the same in every process
+            st = self.state
+            _save(self.ckpt_path, {"trainable": _trainable_state(self.model), "optim": self.opt.state_dict(),
+                                   "sched": self.sched.state_dict(), "step": st["step"], "epoch": epoch,
+                                   "micro": micro, "history": st["history"], "best": st["best"], "ema": st["ema"]})
+        self.last_save = time.monotonic()
+
+    def run_epoch(self, epoch: int, on_progress) -> None:
+        """The epoch's global batches from where it stopped: micro-batches accumulated into optimizer steps."""
+        import torch
+
+        self.model.train()
+        batches = bucket_batches(self.lengths, self.batch_size, self.seed, epoch)
+        first = self.state["micro"] if epoch == self.state["epoch"] else 0
+        self.opt.zero_grad(set_to_none=True)
+        loss_sum, loss_n = 0.0, 0
+        self.epoch_start = time.perf_counter()
+        for bi in range(first, len(batches)):
+            ce, n = self._micro_batch(epoch, bi, batches)
+            loss_sum, loss_n = loss_sum + ce, loss_n + n
+            self.tokens += int(self.lengths[batches[bi]].sum())
+            if (bi + 1) % self.grad_accum and bi + 1 < len(batches):
+                continue
+            torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+            self.opt.step()
+            self.sched.step()
+            self.opt.zero_grad(set_to_none=True)
+            self._after_step(epoch, (bi + 1) / len(batches), *self.procs.sum([loss_sum, loss_n]))
+            loss_sum, loss_n = 0.0, 0
+            on_progress()
+            due = (self.checkpoint_every_steps and self.state["step"] % self.checkpoint_every_steps == 0) or \
+                (not self.checkpoint_every_steps and time.monotonic() - self.last_save > self.checkpoint_every_s)
+            if due and bi + 1 < len(batches):
+                self.save(epoch, bi + 1)
+            if self.on_step is not None:
+                self.on_step(self.state["step"])
+        self.train_seconds += time.perf_counter() - self.epoch_start
+        self.epoch_start = time.perf_counter()
+
+    def _micro_batch(self, epoch: int, bi: int, batches: list[np.ndarray]) -> tuple[float, int]:
+        """Forward and backward of this process's share of one global batch; its summed CE and example count."""
+        import torch
+        import torch.nn.functional as F
+
+        idx, procs = batches[bi], self.procs
+        mine = shard(idx, procs)
+        weight = procs.world / (len(idx) * self.grad_accum)
+        if len(mine) == 0:  # fewer examples than processes: join the gradient exchange with nothing
+            mine, weight = idx[:1], 0.0
+        ends_step = not ((bi + 1) % self.grad_accum and bi + 1 < len(batches))
+        torch.manual_seed(_dropout_seed(self.seed, procs.rank, epoch, bi))
+        x, mask = collate(self.train_ids, mine, self.pad_id, self.device)
+        with procs.no_sync(self.ddp, skip=not ends_step):
+            with autocast(self.device, self.bf16):
+                logits = self.ddp(input_ids=x, attention_mask=mask).logits
+            ce = F.cross_entropy(logits.float(), self.labels[mine].to(self.device), reduction="sum")
+            (ce * weight).backward()
+        return (float(ce.detach()), len(mine)) if weight else (0.0, 0)
+
+    def _after_step(self, epoch: int, fraction: float, total_loss: float, total_n: float) -> None:
+        """Count the optimizer step, smooth the loss over processes and log it."""
+        st = self.state
+        st["step"] += 1
+        loss = total_loss / max(total_n, 1)
+        st["ema"] = loss if st["ema"] is None else 0.9 * st["ema"] + 0.1 * loss
+        tps = self.tokens / max(self.elapsed(), 1e-9)
+        self.procs.log({"train/loss": loss, "train/loss_ema": st["ema"],
+                        "train/learning_rate": self.sched.get_last_lr()[0], "train/epoch": epoch + fraction,
+                        "train/tokens_per_second": tps}, step=st["step"])
+
+    def validate(self, epoch: int, val_ids: list[list[int]], val_labels: np.ndarray) -> None:
+        """Validation accuracy after the epoch; keep the best state; checkpoint the finished epoch."""
+        st = self.state
+        val_logits = predict_logits(self.model, val_ids, self.pad_id, label=f"validate epoch {epoch + 1}",
+                                    bf16=self.bf16, procs=self.procs)
+        acc = accuracy(val_logits, val_labels)
+        st["history"].append({"epoch": epoch + 1, "step": st["step"], "train_loss_ema": st["ema"],
+                              "val_accuracy": acc})
+        self.procs.log({"val/accuracy": acc}, step=st["step"])
+        log.info("epoch %d: validation accuracy %.4f", epoch + 1, acc)
+        if st["best"] is None or acc > st["best"]["val_accuracy"]:
+            st["best"] = {"epoch": epoch + 1, "val_accuracy": acc, "state": _trainable_state(self.model),
+                          "val_logits": val_logits}
+        self.save(epoch + 1, 0)
