@@ -80,13 +80,13 @@ def probe_accuracy(t: Teacher) -> float | None:
 
 def verdict(task: str, rs: list[Run], teacher: Teacher) -> list[str]:
     """The sentences that state what the numbers say."""
+    task = f"{task} ({teacher.embedder} embeddings)"  # a task can have caches of several embedders
     quantum = [r for r in rs if r.model == "quantum"]
     q = _by_validation(quantum)
     if q is None:
-        return [f"On {task} ({teacher.embedder} embeddings) there is no distilled quantum student yet (`make student`)."]
+        return [f"On {task} there is no distilled quantum student yet (`make student`)."]
     qa = _mean_std(q)
     size = sum(parameters(q).values())
-    task = f"{task} ({teacher.embedder} embeddings)"  # a task can have caches of several embedders
     classical = [r for r in rs if r.model in CLASSICAL and sum(parameters(r).values()) <= size * 1.05]
     c = _by_validation(classical)
     lines = []
@@ -114,9 +114,8 @@ def verdict(task: str, rs: list[Run], teacher: Teacher) -> list[str]:
     if "paper" in by_variant and "noent" in by_variant:
         p, n = _mean_std(by_variant["paper"]), _mean_std(by_variant["noent"])
         d = 100 * (p[0] - n[0])
-        within = abs(d) <= 100 * max(p[1], n[1])
         lines.append(f"Removing every entangling gate (noent) changes the test accuracy by {-d:+.2f} points, "
-                     + ("within one std: the entanglement adds nothing measurable here." if within else
+                     + ("within one std: the entanglement adds nothing measurable here." if _compare(p, n) == 0 else
                         "beyond one std."))
     twin = next((r for r in rs if r.model == "twin" and r.label == "twin"), None)
     paper = by_variant.get("paper")
