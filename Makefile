@@ -50,6 +50,18 @@ JOBS          ?=
 CLUSTER       ?=
 DATA_ROOT     ?=
 MODELS        ?=
+# A user's value is text, never Make code: each variable above keeps the exact text it was given (command line or
+# environment), so a `$(shell …)` in it is not run when Make reads it or exports it to a recipe.
+USER_VARS := TASK DATA TEXT_COLUMN LABEL_COLUMN MAX_PER_CLASS SEED MODEL QUANTIZE EMBEDDER TRANSFER PROFILE \
+             STUDENT_MODEL VARIANT QUBITS LAYERS INPUT_SCALING LOSS ALPHA TEMPERATURE LR EPOCHS BATCH_SIZE SEEDS \
+             READOUT SCHEDULE WARMUP STUDENT_WEIGHT_DECAY REMOTE TEACHER_KEY FULL_GRID JOBS CLUSTER DATA_ROOT MODELS
+define NEWLINE
+
+
+endef
+$(foreach v,$(USER_VARS),$(if $(findstring $(NEWLINE),$(value $(v))),\
+  $(error error: $(v) holds a line break; give its value on one line)))
+$(foreach v,$(USER_VARS),$(eval override $(v) := $$(value $(v))))
 
 # Where the tools live: `make setup` builds .venv; an environment set up another way overrides these
 # (e.g. `make data QDLLM="python -m stages.cli" SETUP=/path/to/a/stamp`).
@@ -60,7 +72,10 @@ PY     ?= $(VENV)/bin/python
 SETUP  ?= $(VENV)/.setup-done
 SUBMAKE := $(MAKE) --no-print-directory
 
-flag = $(if $($(1)),$(2) '$($(1))')
+# A user's value reaches the shell as one single-quoted word: `$(value)` keeps make from expanding it (a `$(shell …)`
+# in a value stays text), and each ' becomes '\'' so no quote can end the word early. `flag` gives "--opt 'value'".
+quote = '$(subst ','\'',$(value $(1)))'
+flag = $(if $(value $(1)),$(2) $(call quote,$(1)))
 DATA_ARGS    = $(call flag,TASK,--task) $(call flag,DATA,--source) $(call flag,TEXT_COLUMN,--text-column) \
                $(call flag,LABEL_COLUMN,--label-column) $(call flag,MAX_PER_CLASS,--max-per-class) $(call flag,SEED,--seed)
 TEACHER_ARGS = $(DATA_ARGS) $(call flag,MODEL,--model) $(call flag,QUANTIZE,--quantize) \
@@ -73,7 +88,7 @@ STUDENT_ARGS = $(call flag,STUDENT_MODEL,--student-model) $(call flag,VARIANT,--
                $(call flag,STUDENT_WEIGHT_DECAY,--student-weight-decay)
 REMOTE_ARG   = $(call flag,REMOTE,--remote)
 # TASK restricts `make student` only when given; otherwise every teacher cache present is used.
-STUDENT_SEL  = $(if $(TEACHER_KEY),--teacher-key '$(TEACHER_KEY)',$(call flag,TASK,--task))
+STUDENT_SEL  = $(if $(value TEACHER_KEY),$(call flag,TEACHER_KEY,--teacher-key),$(call flag,TASK,--task))
 
 .PHONY: help setup data teacher student ablations report status reproduce demo push pull test test-slow bench clean
 
@@ -108,7 +123,7 @@ student: $(SETUP)
 ablations: $(SETUP)
 	$(QDLLM) student ablations $(STUDENT_SEL) $(STUDENT_ARGS) $(REMOTE_ARG) $(call flag,JOBS,--jobs) \
 	  $(call flag,CLUSTER,--cluster) \
-	  $(if $(FULL_GRID),--full-grid)
+	  $(if $(value FULL_GRID),--full-grid)
 
 # Whether each stage's output is current under these settings and, if not, what changed since its last build.
 status: $(SETUP)
@@ -121,19 +136,21 @@ report: $(SETUP)
 # report. With a GPU, MODELS="bloomz-1b1 bloomz-3b opt-6.7b llama2-7b llama3-8b" adds Table 8's teachers.
 REPRO_TASKS := emotion:senti hiding:stega thematic:topic
 reproduce: $(SETUP)
-	@test -n "$(DATA_ROOT)" || { echo "error: give the authors' data, e.g. make reproduce DATA_ROOT=../shared/data/qdllm-paper" >&2; exit 2; }
-	@set -e; for pair in $(REPRO_TASKS); do task=$${pair%%:*}; dir=$(DATA_ROOT)/$${pair##*:}; \
+	@root=$(call quote,DATA_ROOT); models=$(call quote,MODELS); set -ef; \
+	  test -n "$$root" || { echo "error: give the authors' data, e.g. make reproduce DATA_ROOT=../shared/data/qdllm-paper" >&2; exit 2; }; \
+	  for pair in $(REPRO_TASKS); do task=$${pair%%:*}; dir="$$root/$${pair##*:}"; \
 	  test -d "$$dir" || { echo "error: $$dir is missing; DATA_ROOT must hold senti/, stega/ and topic/" >&2; exit 2; }; \
-	  for model in $(or $(MODELS),_default); do \
-	    $(SUBMAKE) teacher TASK=$$task DATA="$$dir" $$(test $$model = _default || echo MODEL=$$model); \
+	  for model in $${models:-_default}; do \
+	    if [ "$$model" = _default ]; then $(SUBMAKE) teacher TASK="$$task" DATA="$$dir"; \
+	    else $(SUBMAKE) teacher TASK="$$task" DATA="$$dir" MODEL="$$model"; fi; \
 	  done; \
-	  $(SUBMAKE) student TASK=$$task; $(SUBMAKE) ablations TASK=$$task; \
+	  $(SUBMAKE) student TASK="$$task"; $(SUBMAKE) ablations TASK="$$task"; \
 	done
 	$(QDLLM) report
 
 push pull: $(SETUP)
-	@test -n "$(REMOTE)" || { echo "error: give a remote, e.g. make $@ REMOTE=s3://bucket/prefix or REMOTE=/mnt/shared/qdllm" >&2; exit 2; }
-	$(QDLLM) cache $@ --remote '$(REMOTE)'
+	@test -n $(call quote,REMOTE) || { echo "error: give a remote, e.g. make $@ REMOTE=s3://bucket/prefix or REMOTE=/mnt/shared/qdllm" >&2; exit 2; }
+	$(QDLLM) cache $@ $(REMOTE_ARG)
 
 ifneq ($(filter _%,$(MAKECMDGOALS)),)
 KEYS := $(shell $(QDLLM) -q key all $(TEACHER_ARGS) --make || echo KEYS_FAILED)
@@ -153,7 +170,7 @@ $(TEACHER_DIR)/manifest.json: $(DATA_DIR)/manifest.json
 	$(QDLLM) teacher $(TEACHER_ARGS) $(REMOTE_ARG)
 
 _demo: $(TEACHER_DIR)/manifest.json
-	$(QDLLM) student --teacher-key $(TEACHER_KEY) $(STUDENT_ARGS) $(call flag,JOBS,--jobs)
+	$(QDLLM) student $(call flag,TEACHER_KEY,--teacher-key) $(STUDENT_ARGS) $(call flag,JOBS,--jobs)
 	$(QDLLM) report
 endif  # the key-named targets exist only in the sub-make that computed the keys
 

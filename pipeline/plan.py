@@ -76,13 +76,23 @@ class Plan:
     student: Step | None = None
 
     def make_vars(self) -> str:
-        """``NAME=value`` pairs for the Makefile."""
+        """``NAME=value`` pairs for the Makefile: a directory Make cannot name as a target is refused in a sentence."""
         out = []
         for name in ("data", "teacher", "student"):
             step = getattr(self, name)
             if step is not None:
+                bad = sorted(set(str(step.dir)) & MAKE_SPECIAL)
+                if bad or not str(step.dir).isprintable():
+                    shown = "".join(bad) or "a control character"
+                    raise QdllmError(f"Make cannot name targets under {str(step.dir)!r} (it holds {shown!r}); "
+                                     "move QDLLM_DATA_DIR / QDLLM_CACHE_DIR to a path of plain characters, or run the "
+                                     "stages with `qdllm` directly.")
                 out += [f"{name.upper()}_KEY={step.key.short}", f"{name.upper()}_DIR={step.dir}"]
         return " ".join(out)
+
+
+# characters that end or split a Make target name
+MAKE_SPECIAL = set(" \t:#$%;=*?[]\\'\"|&<>(){}`")
 
 
 def resolve(*, data: DataConfig | None = None, teacher: TeacherConfig | None = None,
@@ -99,6 +109,8 @@ def resolve(*, data: DataConfig | None = None, teacher: TeacherConfig | None = N
         t = Step(teacher, k, teacher_path(k))
     if student is not None:
         tk = t.key.short if t is not None else teacher_key_short
+        if t is None and tk is not None:
+            paths.check_name(tk, "--teacher-key", "give a key as `qdllm cache ls` prints it")
         if tk is None:
             raise ValueError("a student plan needs a teacher key")
         k = student_key(tk, student)

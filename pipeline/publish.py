@@ -18,8 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pipeline.paths import TMP_MARK
+
 MANIFEST = "manifest.json"
-TMP_MARK = ".tmp-"
 
 
 def is_complete(final: Path) -> bool:

@@ -33,7 +33,6 @@ from pipeline.publish import MANIFEST, TMP_MARK, is_complete, key_lock, publish_
 KINDS = ("teacher", "student")
 INDEX = "files.sha256"
 _CHUNK = 8 << 20
-_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 DEFAULT_TIMEOUT_S = 30
 
 
@@ -212,7 +211,7 @@ def _check_kind(kind: str) -> None:
 
 def valid_key(key: str) -> bool:
     """A name a cache directory may have: letters, digits, ``_.-`` (not first), at most 128, no temporary mark."""
-    return isinstance(key, str) and bool(_KEY_RE.match(key)) and TMP_MARK not in key
+    return paths.valid_name(key)
 
 
 def _check_key(key: str) -> None:
@@ -276,8 +275,15 @@ def _local_files(root: Path) -> list[str]:
     out = []
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root).as_posix()
-        if p.is_file() and rel not in (MANIFEST, INDEX) and TMP_MARK not in rel:
+        if TMP_MARK in rel:
+            continue
+        if p.is_symlink():  # a link would send its target's contents (a secret, a device) under the cache's name
+            raise QdllmError(f"{p} is a symbolic link; a cache holds regular files only, so it is not shared: replace "
+                             "the link by the file itself or remove it, then run `qdllm cache verify`.")
+        if p.is_file() and rel not in (MANIFEST, INDEX):
             out.append(rel)
+        elif not p.is_file() and not p.is_dir():
+            raise QdllmError(f"{p} is not a regular file (a FIFO, socket or device); remove it from the cache.")
     return out
 
 
@@ -587,8 +593,14 @@ def export_tar(dest: Path, items: list[tuple[str, str]], *, cache_root: Path | N
     total = sum((src / f).stat().st_size for _, _, src, _ in srcs for f in _local_files(src))
     if dest.is_dir():
         raise QdllmError(f"{dest} is a directory; give --to a file name such as {dest / 'caches.tar'}.")
+    stream = _is_stream(dest)
+    if dest.exists() and not stream and not (dest.is_file() and not dest.is_symlink()):
+        raise QdllmError(f"{dest} exists and is not a regular file; give --to a new file name or a regular file to "
+                         "replace.")
+    if stream:  # a pipe or a character device (/dev/stdout, a FIFO): written in place, never renamed over
+        tmp, mode = dest, ("w|" + mode[2:]) if ":" in mode else "w|"
     try:
-        out = open(tmp, "xb")
+        out = open(tmp, "wb" if stream else "xb")
     except OSError as e:
         raise QdllmError(f"Cannot write {dest} ({(e.strerror or str(e)).lower()}); give --to a file in an existing "
                          "directory you can write to.") from None
@@ -611,11 +623,24 @@ def export_tar(dest: Path, items: list[tuple[str, str]], *, cache_root: Path | N
                     info = tarfile.TarInfo(f"{kind}/{key}/{name}")
                     info.size, info.mtime = len(data), int(time.time())
                     tar.addfile(info, io.BytesIO(data))
-        os.replace(tmp, dest)
+        if not stream:
+            os.replace(tmp, dest)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if not stream:
+            tmp.unlink(missing_ok=True)
         raise
     return dest
+
+
+def _is_stream(path: Path) -> bool:
+    """Whether ``path`` is a FIFO or a character device (``/dev/stdout``, ``/dev/null``): written as a stream."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
 
 
 def _unreadable_archive(e: BaseException) -> bool:

@@ -306,6 +306,26 @@ def train(model, train_ids: list[list[int]], train_labels: np.ndarray, val_ids: 
                        steps=ft.state["step"], tokens=ft.tokens, train_seconds=round(ft.train_seconds, 3))
 
 
+def _load_checkpoint(path: Path) -> dict | None:
+    """A resumable checkpoint, read with ``weights_only=True``: tensors, numbers, strings and containers only, so a
+    planted file runs no code. One that does not load (corrupt, truncated, or holding other objects) is set aside
+    beside itself with a warning, and the fine-tune starts again from its first step."""
+    import torch
+
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(ck, dict) or not {"trainable", "optim", "sched"} <= set(ck):
+            raise ValueError("not a fine-tune checkpoint")
+        return ck
+    except Exception as e:  # noqa: BLE001 - any failure to load means: do not trust it, start over
+        aside = path.with_name(f"{path.name}.unreadable-{int(time.time())}")
+        os.replace(path, aside)
+        log.warning("the checkpoint %s could not be loaded safely (%s); it was set aside as %s and the fine-tune "
+                    "starts from the beginning", path, str(e).splitlines()[0][:200] if str(e) else type(e).__name__,
+                    aside.name)
+        return None
+
+
 class _FineTune:
     """The fine-tune's state and its steps: resume from a checkpoint, one epoch of optimizer steps, validation."""
 
@@ -346,13 +366,15 @@ class _FineTune:
         if procs.is_main:
             ckpt_path.parent.mkdir(parents=True, exist_ok=True)
             if ckpt_path.is_file():
-                ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+                ck = _load_checkpoint(ckpt_path)
         ck = procs.broadcast(ck)  # the other processes never read the cache directory
         if ck is not None:
             load_trainable_state(self.model, ck["trainable"])
             self.opt.load_state_dict(ck["optim"])
             self.sched.load_state_dict(ck["sched"])
             self.state = {k: ck.get(k) for k in self.state}
+            if self.state["best"] is not None:  # saved as a tensor (weights_only loads no NumPy arrays)
+                self.state["best"]["val_logits"] = self.state["best"]["val_logits"].numpy()
             log.info("resuming the fine-tune at step %d of %d (epoch %d)", self.state["step"], self.total,
                      self.state["epoch"] + 1)
             del ck
@@ -362,10 +384,13 @@ class _FineTune:
 
     def save(self, epoch: int, micro: int) -> None:
         if self.procs.is_main:  # the weights, optimizer and scheduler are the same in every process
+            import torch
+
             st = self.state
+            best = st["best"] and {**st["best"], "val_logits": torch.from_numpy(np.asarray(st["best"]["val_logits"]))}
             _save(self.ckpt_path, {"trainable": _trainable_state(self.model), "optim": self.opt.state_dict(),
                                    "sched": self.sched.state_dict(), "step": st["step"], "epoch": epoch,
-                                   "micro": micro, "history": st["history"], "best": st["best"], "ema": st["ema"]})
+                                   "micro": micro, "history": st["history"], "best": best, "ema": st["ema"]})
         self.last_save = time.monotonic()
 
     def run_epoch(self, epoch: int, on_progress) -> None:
@@ -436,7 +461,7 @@ class _FineTune:
         st = self.state
         val_logits = predict_logits(self.model, val_ids, self.pad_id, label=f"validate epoch {epoch + 1}",
                                     bf16=self.bf16, procs=self.procs)
-        acc = accuracy(val_logits, val_labels)
+        acc = float(accuracy(val_logits, val_labels))
         st["history"].append({"epoch": epoch + 1, "step": st["step"], "train_loss_ema": st["ema"],
                               "val_accuracy": acc})
         self.procs.log({"val/accuracy": acc}, step=st["step"])
