@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from helpers import synthetic_splits, write_synthetic_cache
-from pipeline.config import StudentConfig
+from pipeline.config import MODEL_BUDGETS, StudentConfig
 from pipeline.errors import QdllmError
 from stages.student.circuit import build_circuit
 from stages.student.device import (COST_SHOTS, DeviceTraining, circuits_per_example, device_cost, training_noise)
@@ -339,7 +339,8 @@ def test_baselines_of_a_device_trained_student_train_exactly():
     assert [b.model for b in baselines] == ["twin", "logreg", "mlp"]
     assert all(b.gradient == "adjoint" and b.shots is None and not b.train_noise and b.spsa_c == 0.2
                for b in baselines)
-    assert _baselines(replace(cfg, gradient="adjoint", shots=None, train_noise="", spsa_c=0.2)) == baselines
+    assert _baselines(cfg.replace(gradient="adjoint", shots=None, train_noise="", spsa_c=0.2)) == baselines
+    assert [b.lr for b in baselines] == [MODEL_BUDGETS[m]["lr"] for m in ("twin", "logreg", "mlp")]  # their own
 
 
 def test_report_shows_what_training_on_hardware_would_cost(tmp_path):

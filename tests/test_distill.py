@@ -108,5 +108,5 @@ def test_report_opens_with_the_distillation_gain_and_the_probe_verdict(tmp_path,
     head = text[: text.index("## ", text.index("## Distillation gain") + 5)]
     assert "Distillation gain: synthetic" in head and "±" in head
     for lr in (0.06, 0.02):
-        assert f"| logreg | lr {lr} cosine warm-up 0.1, 2 epochs | 2 |" in head
+        assert f"| logreg | lr {lr} cosine warm-up 0.1, 2 epochs (not the model's own) | 2 |" in head
     assert "distillation cannot help with this teacher and embedder" in head

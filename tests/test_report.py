@@ -52,7 +52,7 @@ def write_run(cache: Path, key: str, teacher: dict, model: str = "quantum", n_se
               params: int | None = None, epochs: int = 4, **config) -> dict:
     """A student run directory in the student stage's format with random but consistent numbers."""
     rng = np.random.default_rng(seed)
-    cfg = {**StudentConfig().__dict__, "model": model, "epochs": epochs, "seeds": list(range(n_seeds)), **config}
+    cfg = {**StudentConfig(model=model).settings(), "epochs": epochs, "seeds": list(range(n_seeds)), **config}
     c = len(teacher["class_names"])
     seeds = []
     for s in range(n_seeds):
@@ -72,7 +72,7 @@ def write_run(cache: Path, key: str, teacher: dict, model: str = "quantum", n_se
     def ms(vals):
         return {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
 
-    params = params or {"quantum": 4_265, "logreg": 770, "mlp": 4_300}[model]
+    params = params or {"quantum": 4_265, "twin": 4_259, "logreg": 770, "mlp": 4_300}[model]
     acc = np.mean([s["test"]["accuracy"] for s in seeds])
     tot = np.mean([s["train_seconds_total"] for s in seeds])
     metrics = {

@@ -292,6 +292,8 @@ def write_report(out: Path, runs: list[Run], teachers: dict[str, Teacher], paper
     written += figures
     md += distillation_section(runs, teachers)
     md += data_section(teachers) + [""] + hardware_section(runs, teachers) + [""]
+    md += ["The paper's setting, beside ours above (its Tables 1 and 2) and below (its Table 3):", ""]
+    md += P.setting_markdown()
     md += differences_section(runs, teachers) + [""]
 
     md += ["## Trainable parameters", "", T.parameter_table(paper, teachers, runs).markdown(), ""]

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.config import MODEL_BUDGETS
 from pipeline.probe import distillation_can_help
 from stages.report.runs import Run, Teacher
 from stages.report.tables import DASH, Table, pct
@@ -23,6 +24,12 @@ from stages.report.tables import DASH, Table, pct
 def _twin_key(r: Run) -> tuple:
     cfg = {k: v for k, v in r.config.items() if k not in ("loss", "seeds")}
     return r.task, r.teacher_key, r.model, tuple(sorted((k, str(v)) for k, v in cfg.items()))
+
+
+def own_budget(r: Run) -> bool:
+    """Whether a run trained at its model's own default budget (``pipeline.config.MODEL_BUDGETS``): the gain of a
+    pair is the model's own only then; at another budget it is a gain at that budget."""
+    return all(r.config.get(f) == v for f, v in MODEL_BUDGETS.get(r.model, {}).items())
 
 
 def _seed_values(r: Run, metric: str) -> dict[int, float]:
@@ -46,7 +53,8 @@ def gain_rows(runs: list[Run]) -> dict[tuple[str, str], list[dict[str, Any]]]:
         diff = np.array([kd[s] - ce[s] for s in common])
         agree = list(_seed_values(pair["kl+js+ce"], "agreement").values())
         out[(task, tkey)].append({
-            "model": model, "label": pair["kl+js+ce"].label, "budget": pair["kl+js+ce"].budget,
+            "model": model, "label": pair["kl+js+ce"].label,
+            "budget": pair["kl+js+ce"].budget + ("" if own_budget(pair["kl+js+ce"]) else " (not the model's own)"),
             "seeds": len(common),
             "gain": (float(diff.mean()), float(diff.std(ddof=1)) if len(diff) > 1 else 0.0),
             "kd": pair["kl+js+ce"].stat("test", "accuracy"), "ce": pair["ce"].stat("test", "accuracy"),
@@ -81,8 +89,8 @@ def distillation_section(runs: list[Run], teachers: dict[str, Teacher]) -> list[
             title=f"Distillation gain: {task}, teacher {teacher.name} (cache {tkey}), embedder {teacher.embedder}",
             headers=["Student", "Budget", "Seeds", "KL+JS+CE acc (%)", "CE acc (%)", "Gain (points)", "Agreement (%)",
                      "Teacher acc (%)", "Probe ceiling (%)", "Runs"],
-            note=("Gain = KL+JS+CE minus CE test accuracy at otherwise equal settings, mean ± std over the seeds "
-                  "both runs share (paired). Agreement: share of test examples where the student's class is the "
+            note=("Gain = KL+JS+CE minus CE test accuracy at otherwise equal settings (the same budget: the model's "
+                  "own unless marked), mean ± std over the seeds both runs share (paired). Agreement: share of test examples where the student's class is the "
                   "teacher's. Probe ceiling: a logistic regression with CE on the cache's own embeddings."))
         for it in items:
             tab.rows.append([it["label"], it["budget"], str(it["seeds"]), pct(it["kd"]), pct(it["ce"]), _points(it["gain"]),

@@ -41,6 +41,12 @@ LABEL_FIELDS = ("variant", "n_qubits", "n_layers", "readout", "input_scaling", "
                 "train_noise", "loss", "alpha", "temperature", "schedule")
 MODEL_ORDER = {"quantum": 0, "twin": 1, "logreg": 2, "mlp": 3}
 DEFAULTS = StudentConfig()
+# each model's defaults, its own budget included (pipeline.config.MODEL_BUDGETS)
+MODEL_DEFAULTS = {m: StudentConfig(model=m) for m in MODEL_ORDER}
+
+
+def defaults_of(model: str) -> StudentConfig:
+    return MODEL_DEFAULTS.get(model, DEFAULTS)
 
 
 @dataclass
@@ -91,7 +97,7 @@ class Run:
     def differences(self) -> dict[str, Any]:
         """Method fields that differ from the paper's defaults (what makes this run special)."""
         cfg = self.config
-        return {f: cfg[f] for f in self.fields if f in LABEL_FIELDS and f in cfg and cfg[f] != getattr(DEFAULTS, f)}
+        return {f: cfg[f] for f in self.fields if f in LABEL_FIELDS and f in cfg and cfg[f] != getattr(defaults_of(self.model), f)}
 
     @property
     def label(self) -> str:
@@ -126,7 +132,7 @@ class Run:
     def sort_key(self) -> tuple:
         """Runs closest to the paper's defaults first: method fields, then budget (epochs, lr, batch), then seeds."""
         cfg = self.config
-        budget = sum(1 for f in self.fields if f not in LABEL_FIELDS and f in cfg and cfg[f] != getattr(DEFAULTS, f))
+        budget = sum(1 for f in self.fields if f not in LABEL_FIELDS and f in cfg and cfg[f] != getattr(defaults_of(self.model), f))
         return (MODEL_ORDER.get(self.model, 9), len(self.differences()), budget, -len(self.seeds),
                 str(self.manifest.get("created", "")), self.key)
 

@@ -15,7 +15,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from stages.report.runs import DEFAULTS, Run, Teacher
+from stages.report.runs import DEFAULTS, LABEL_FIELDS, TRAINING_FIELDS, Run, Teacher
 from stages.report.tables import DASH, Table, count, pct
 
 CLASSICAL = ("twin", "logreg", "mlp")
@@ -27,6 +27,39 @@ def parameters(r: Run) -> dict[str, int]:
     if isinstance(groups, dict) and {"classical", "circuit"} <= set(groups):
         return {"classical": int(groups["classical"]), "circuit": int(groups["circuit"])}
     return {"classical": r.params, "circuit": 0}
+
+
+def budget_key(r: Run) -> tuple:
+    """What a budget grid varies: the training fields that do not name a run (learning rate, warm-up, epochs, …)."""
+    cfg = r.config
+    return tuple((f, str(cfg.get(f))) for f in TRAINING_FIELDS if f not in LABEL_FIELDS)
+
+
+def grids(runs: list[Run]) -> dict[tuple[str, str, str], frozenset]:
+    """(task, teacher key, label) -> the budgets trained for that distilled student: the grid its budget was chosen
+    from on validation (one budget when only `make student` ran)."""
+    out: dict[tuple[str, str, str], set] = defaultdict(set)
+    for r in runs:
+        if r.config.get("loss", DEFAULTS.loss) == DEFAULTS.loss:
+            out[(r.task, r.teacher_key, r.label)].add(budget_key(r))
+    return {k: frozenset(v) for k, v in out.items()}
+
+
+def fair(a: Run, b: Run, grid: dict[tuple[str, str, str], frozenset]) -> bool:
+    """Whether a and b may be ranked: each one's budget was chosen on validation from the same grid of budgets
+    (at least two). Otherwise a difference between them may be a difference of budgets (Bowles, Ahmed and Schuld,
+    arXiv 2403.07059), and the report gives the numbers without a verdict."""
+    ga, gb = grid.get((a.task, a.teacher_key, a.label)), grid.get((b.task, b.teacher_key, b.label))
+    return ga is not None and ga == gb and len(ga) > 1
+
+
+def _not_ranked(a: Run, b: Run, grid: dict[tuple[str, str, str], frozenset]) -> str:
+    """The clause that replaces a verdict when ``fair`` does not hold: what was searched, and the command that fixes it."""
+    na, nb = (len(grid.get((r.task, r.teacher_key, r.label), ())) for r in (a, b))
+    how = ("at one budget each (each model's own default)" if na == nb == 1 else
+           f"not on the same grid of budgets ({a.label}: {na}, {b.label}: {nb})")
+    return (f"a comparison {how}, so no verdict: `make ablations TASK={a.task}` trains every model on the same grid of "
+            "budgets and makes it fair")
 
 
 def contenders(runs: list[Run]) -> dict[tuple[str, str], list[Run]]:
@@ -78,8 +111,11 @@ def probe_accuracy(t: Teacher) -> float | None:
     return None if v is None else float(v)
 
 
-def verdict(task: str, rs: list[Run], teacher: Teacher) -> list[str]:
-    """The sentences that state what the numbers say."""
+def verdict(task: str, rs: list[Run], teacher: Teacher, grid: dict[tuple[str, str, str], frozenset] | None = None
+            ) -> list[str]:
+    """The sentences that state what the numbers say. Two students are ranked ("above", "does better", "beyond one
+    std") only when ``fair``: each one's budget chosen on validation from the same grid (``grid``, from ``grids``)."""
+    grid = grid if grid is not None else grids(rs)
     task = f"{task} ({teacher.embedder} embeddings)"  # a task can have caches of several embedders
     quantum = [r for r in rs if r.model == "quantum"]
     q = _by_validation(quantum)
@@ -96,7 +132,11 @@ def verdict(task: str, rs: list[Run], teacher: Teacher) -> list[str]:
     else:
         ca = _mean_std(c)
         how = _compare(qa, ca)
-        if how < 0:
+        if not fair(q, c, grid):
+            lines.append(f"On {task} the best quantum student, {q.label} ({count(size)} parameters, {pct(qa)} %), "
+                         f"and the best classical student of at most its size, {c.label} "
+                         f"({count(sum(parameters(c).values()))}, {pct(ca)} %): {_not_ranked(q, c, grid)}.")
+        elif how < 0:
             lines.append(f"On {task} a classical model of equal size does better: {c.label} "
                          f"({count(sum(parameters(c).values()))} parameters) reaches {pct(ca)} % against "
                          f"{pct(qa)} % for the best quantum student, {q.label} ({count(size)}).")
@@ -104,7 +144,8 @@ def verdict(task: str, rs: list[Run], teacher: Teacher) -> list[str]:
             word = "is level with" if how == 0 else "is above"
             lines.append(f"On {task} the best quantum student, {q.label} ({count(size)} parameters, {pct(qa)} %), "
                          f"{word} the best classical student of at most its size, {c.label} "
-                         f"({count(sum(parameters(c).values()))}, {pct(ca)} %).")
+                         f"({count(sum(parameters(c).values()))}, {pct(ca)} %), each one's budget chosen on "
+                         f"validation from the same grid of {len(grid[(q.task, q.teacher_key, q.label)])}.")
     probe = probe_accuracy(teacher)
     if probe is not None:
         rel = "below" if qa[0] + qa[1] < probe else "above" if qa[0] - qa[1] > probe else "at"
@@ -115,7 +156,9 @@ def verdict(task: str, rs: list[Run], teacher: Teacher) -> list[str]:
         p, n = _mean_std(by_variant["paper"]), _mean_std(by_variant["noent"])
         d = 100 * (p[0] - n[0])
         lines.append(f"Removing every entangling gate (noent) changes the test accuracy by {-d:+.2f} points, "
-                     + ("within one std: the entanglement adds nothing measurable here." if _compare(p, n) == 0 else
+                     + (_not_ranked(by_variant["paper"], by_variant["noent"], grid) + "."
+                        if not fair(by_variant["paper"], by_variant["noent"], grid) else
+                        "within one std: the entanglement adds nothing measurable here." if _compare(p, n) == 0 else
                         "beyond one std."))
     twin = next((r for r in rs if r.model == "twin" and r.label == "twin"), None)
     paper = by_variant.get("paper")
@@ -123,10 +166,15 @@ def verdict(task: str, rs: list[Run], teacher: Teacher) -> list[str]:
         pa, ta = _mean_std(paper), _mean_std(twin)
         d = 100 * (pa[0] - ta[0])
         how = _compare(pa, ta)
-        lines.append(f"The dequantised twin (the same encoder and head around cos(z), the circuit's product-state "
-                     f"map) reaches {pct(ta)} %: the paper circuit adds {d:+.2f} points beyond its classical parts, "
-                     + ("within one std: nothing measurable." if how == 0 else "beyond one std." if how > 0 else
-                        "beyond one std: the classical twin does better."))
+        if not fair(paper, twin, grid):
+            lines.append(f"The dequantised twin (the same encoder and head around cos(z), the circuit's product-state "
+                         f"map) reaches {pct(ta)} %, the paper circuit {pct(pa)} % ({d:+.2f} points): "
+                         f"{_not_ranked(paper, twin, grid)}.")
+        else:
+            lines.append(f"The dequantised twin (the same encoder and head around cos(z), the circuit's product-state "
+                         f"map) reaches {pct(ta)} %: the paper circuit adds {d:+.2f} points beyond its classical "
+                         "parts, " + ("within one std: nothing measurable." if how == 0 else "beyond one std." if how > 0
+                                      else "beyond one std: the classical twin does better."))
     return lines
 
 
@@ -181,13 +229,13 @@ def standing_figure(task: str, teacher: Teacher, rs: list[Run], out: Path, name:
 def standing_section(runs: list[Run], teachers: dict[str, Teacher], out: Path) -> tuple[list[str], list[str]]:
     """The section's markdown lines and the figure files it wrote into ``out``."""
     md, files = ["## Where the quantum student stands", ""], []
-    groups = contenders(runs)
+    groups, grid = contenders(runs), grids(runs)
     if not groups:
         return md + ["No distilled student runs yet; `make student` trains them.", ""], files
     for (task, tkey), rs in groups.items():
         teacher = teachers[tkey]
         name = standing_figure(task, teacher, rs, out, f"standing-{task}-{tkey}.png")
         files.append(name)
-        md += [" ".join(verdict(task, rs, teacher)), "", standing_table(task, teacher, rs).markdown(), "",
+        md += [" ".join(verdict(task, rs, teacher, grid)), "", standing_table(task, teacher, rs).markdown(), "",
                f"![Where the quantum student stands: {task}]({name})", ""]
     return md, files

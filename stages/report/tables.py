@@ -13,7 +13,7 @@ from typing import Any
 
 from pipeline.config import LOSSES
 from pipeline.keys import short
-from stages.report.runs import DEFAULTS, PRF, Run, Teacher
+from stages.report.runs import PRF, Run, Teacher, defaults_of
 
 DASH = "—"
 
@@ -117,21 +117,23 @@ def performance_table(task: str, teacher: Teacher, runs: list[Run], number: str 
     """Tables 4–6: teacher and students on one task, mean ± std over seeds on the test split."""
     t = Table(
         title=f"Table {number} style: {task}, teacher {teacher.name} (cache {teacher.key}), test split",
-        headers=["Method", "Trainable params", "Seeds", "Acc (%)", "P (%)", "R (%)", "F1 (%)", "Acc/Param",
+        headers=["Method", "Trainable params", "Budget", "Seeds", "Acc (%)", "P (%)", "R (%)", "F1 (%)", "Acc/Param",
                  "Acc/T_kd (1/s)", "Run"],
-        note=("Students: mean ± std over seeds of the checkpoint chosen on validation. Acc/Param = mean test "
+        note=("Students: each model at its own default budget (the run closest to its defaults), mean ± std over "
+              "seeds of the checkpoint chosen on validation; these rows are not a ranking (the first section ranks "
+              "students only when their budgets were searched on the same grid). Acc/Param = mean test "
               "accuracy / trainable parameters; Acc/T_kd = mean test accuracy / mean training seconds. "
               "Teacher: one fine-tune, its LoRA trainable parameters and fine-tune seconds."),
     )
     acc = teacher.metric("test", "accuracy")
     params, tsec = teacher.lora_params, teacher.train_seconds
-    t.rows.append([f"teacher: {teacher.name} + LoRA", count(params), "1",
+    t.rows.append([f"teacher: {teacher.name} + LoRA", count(params), DASH, "1",
                    *(pct(teacher.metric("test", m)) for m in PRF),
                    sci(acc / params if acc is not None and params else None),
                    sci(acc / tsec if acc is not None and tsec else None), teacher.key])
     for r in runs:
         s = r.summary
-        t.rows.append([f"student: {r.label}", count(r.params), str(len(r.seeds)),
+        t.rows.append([f"student: {r.label}", count(r.params), r.budget, str(len(r.seeds)),
                        *(pct(r.stat("test", m)) for m in PRF),
                        sci(s.get("acc_per_param")), sci(s.get("acc_per_tkd")), r.key])
     return t
@@ -250,7 +252,7 @@ def _without(run: Run, vary: tuple[str, ...]) -> str:
     """The run's model and every setting (other than the varied ones) that differs from the defaults."""
     cfg = run.config
     diff = [f"{f}={cfg[f]}" for f in run.fields
-            if f not in vary and f in cfg and cfg[f] != getattr(DEFAULTS, f)]
+            if f not in vary and f in cfg and cfg[f] != getattr(defaults_of(run.model), f)]
     return f"{run.model}, " + (", ".join(diff) if diff else "other settings at their defaults")
 
 

@@ -62,12 +62,10 @@ def _baselines(cfg):
     """The baselines trained like ``cfg`` (same loss, schedule, seeds, selection) from the same cache: the
     dequantised twin (the quantum student's encoder and head around cos(z)), logreg, and the MLP of its size.
     They have no circuit, so they train exactly whatever device-style training ``cfg`` asks of the quantum student."""
-    from dataclasses import replace
-
     from pipeline.config import DEVICE_SETTINGS
 
     exact = {f: StudentConfig.__dataclass_fields__[f].default for f in DEVICE_SETTINGS}
-    return [replace(cfg, model=m, **exact) for m in ("twin", "logreg", "mlp") if m != cfg.model]
+    return [cfg.replace(model=m, **exact) for m in ("twin", "logreg", "mlp") if m != cfg.model]
 
 
 @app.callback()
@@ -90,9 +88,7 @@ def student(
     if ctx.invoked_subcommand is not None:
         reject_options_before_subcommand(ctx, honoured=("task", "teacher_key", "remote", "jobs", "cluster"))
         return
-    from dataclasses import replace
-
-    bases = [student] + ([replace(student, loss="ce")] if ce_baseline and student.loss != "ce" else [])
+    bases = [student] + ([student.replace(loss="ce")] if ce_baseline and student.loss != "ce" else [])
     configs = [c for b in bases for c in [b] + (_baselines(b) if classical else [])]
     _train_all(configs, task, teacher_key, remote, jobs, cluster)
 
@@ -100,18 +96,17 @@ def student(
 def ablation_configs(base: StudentConfig, full_grid: bool = False) -> list[StudentConfig]:
     """The runs ``qdllm student ablations`` trains around ``base``, each once."""
     import itertools
-    from dataclasses import replace
 
-    quantum = [replace(base, loss=ls) for ls in ABLATION_LOSSES]
-    quantum += [replace(base, temperature=T) for T in ABLATION_TEMPERATURES]
-    quantum += [replace(base, variant=v, n_layers=L, schedule=sc)
+    quantum = [base.replace(loss=ls) for ls in ABLATION_LOSSES]
+    quantum += [base.replace(temperature=T) for T in ABLATION_TEMPERATURES]
+    quantum += [base.replace(variant=v, n_layers=L, schedule=sc)
                 for v, L, sc in itertools.product(ABLATION_VARIANTS, ABLATION_LAYERS, ABLATION_SCHEDULES)]
-    trainer = [replace(base, lr=lr, epochs=ep) for lr, ep in itertools.product(ABLATION_LRS, ABLATION_EPOCHS)]
-    trainer += [replace(base, schedule=sc) for sc in ABLATION_SCHEDULES]
+    trainer = [base.replace(lr=lr, epochs=ep) for lr, ep in itertools.product(ABLATION_LRS, ABLATION_EPOCHS)]
+    trainer += [base.replace(schedule=sc) for sc in ABLATION_SCHEDULES]
     if full_grid:
-        quantum += [replace(base, n_qubits=n) for n in FULL_GRID_QUBITS]
-        quantum += [replace(base, variant=v) for v in FULL_GRID_VARIANTS]
-        quantum += [replace(base, loss=ls, n_layers=L, n_qubits=n, temperature=T) for ls, L, n, T in itertools.product(
+        quantum += [base.replace(n_qubits=n) for n in FULL_GRID_QUBITS]
+        quantum += [base.replace(variant=v) for v in FULL_GRID_VARIANTS]
+        quantum += [base.replace(loss=ls, n_layers=L, n_qubits=n, temperature=T) for ls, L, n, T in itertools.product(
             ABLATION_LOSSES, ABLATION_LAYERS, FULL_GRID_QUBITS[:3], ABLATION_TEMPERATURES)]
     # the baselines beside every loss, temperature, schedule and rate: like compared with like
     baselines = [b for cfg in quantum[:len(ABLATION_LOSSES) + len(ABLATION_TEMPERATURES)] + trainer
@@ -131,7 +126,8 @@ def ablations(student, ctx: typer.Context = None, task: TaskSel = None, teacher_
     baselines are trained beside every loss, temperature, schedule and rate, so the tables compare like with like,
     and the report picks rates and epochs on validation."""
     given = (ctx.obj if ctx is not None else None) or {}  # --task/--teacher-key/--remote/--jobs/--cluster before it
-    task, teacher_key, remote, jobs = (task or given.get("task"), teacher_key or given.get("teacher_key"),
+    task, teacher_key, remote, jobs = (given.get("task") if task is None else task,
+                                       given.get("teacher_key") if teacher_key is None else teacher_key,
                                        remote or given.get("remote"), jobs or given.get("jobs"))
     cluster = cluster or given.get("cluster")
     _train_all(ablation_configs(student, full_grid), task, teacher_key, remote, jobs, cluster)

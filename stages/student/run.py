@@ -106,7 +106,7 @@ class StudentRun:
         if self._config is None:
             try:
                 recorded = {k: (tuple(v) if k == "seeds" else v) for k, v in self.manifest.config.items()
-                            if k in StudentConfig.__dataclass_fields__}
+                            if k in StudentConfig.__dataclass_fields__ and StudentConfig.__dataclass_fields__[k].init}
                 self._config = StudentConfig(**{**RECORDED_BEFORE, **recorded})
             except (QdllmError, ValueError, TypeError):
                 raise self._corrupt() from None
@@ -195,7 +195,7 @@ class StudentRun:
         seeds = [{"seed": r.seed, "best_epoch": r.best_epoch, "val": r.val, "test": r.test,
                   "train_seconds_per_epoch": r.train_seconds_per_epoch, "train_seconds_total": r.train_seconds_total,
                   "inference_us_per_example": r.inference_us_per_example, "curves": r.curves} for r in results]
-        config = {**asdict(self.config), "seeds": list(self.config.seeds)}
+        config = self.config.settings()
         if isinstance(model, QuantumStudent):
             config["circuit_params"] = model.spec.n_params
         elif hasattr(model, "hidden"):
@@ -287,8 +287,10 @@ def missing_cache_error(key: str) -> QdllmError:
 def teacher_caches(task: str | None = None, teacher_key: str | None = None, remote: str | None = None) -> list[Path]:
     """Complete teacher caches to train from: one key, those of a task, or all present."""
     root = paths.cache_dir() / "teacher"
-    if teacher_key:
-        path = root / teacher_key
+    if task is not None:
+        paths.check_name(task, "--task", "give the task of a teacher cache, e.g. --task emotion")
+    if teacher_key is not None:
+        path = paths.teacher_dir(teacher_key)  # a plain name, never a path elsewhere
         if not is_complete(path) and remote:
             from pipeline import remote as remote_mod  # written by the sharing stage; imported only when asked
 
