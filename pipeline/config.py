@@ -295,7 +295,7 @@ class TeacherConfig:
                          "llama2-7b, ...), a hub id or a local directory.", short="-m")
     revision: str = setting("main", "Hub revision of the model.")
     quantize: str = setting("none", "none | 8bit | 4bit (bitsandbytes, needs CUDA).", choices=("none", "8bit", "4bit"))
-    lora_r: int = setting(200, "LoRA rank (paper: 200).", ge=1)
+    lora_r: int = setting(200, "LoRA rank (paper: 200).", ge=1, le=65536)
     lora_alpha: int = setting(400, "LoRA alpha (scale = alpha / r).", ge=1)
     lora_dropout: float = setting(0.05, "LoRA dropout.", ge=0.0, le=0.99)
     lr: float = setting(2e-4, "Fine-tune learning rate (AdamW).", flag="--teacher-lr", gt=0.0)
@@ -372,7 +372,7 @@ def _check_variant(variant: str, cfg: Any) -> str | None:
     if variant in VARIANTS:
         return None
     k = variant[len(PARALLEL):] if variant.startswith(PARALLEL) else ""
-    if k.isdigit() and 2 <= int(k) <= MAX_REGISTERS:
+    if k.isascii() and k.isdigit() and 2 <= int(k) <= MAX_REGISTERS:  # not "²": str.isdigit accepts superscripts
         return None
     return (f"Unknown circuit variant {variant!r} (--variant): use one of {', '.join(VARIANTS)} or "
             f"{PARALLEL}K with K from 2 to {MAX_REGISTERS}.")
@@ -574,6 +574,18 @@ class StudentConfig:
             object.__setattr__(self, f, budget[f])
         object.__setattr__(self, "from_model", unset)
         validate(self)  # the filled-in budget against the other settings
+        self._canonicalise()
+
+    def _canonicalise(self) -> None:
+        """One spelling per setting, so equal settings give one key: parallel:02 is parallel:2 (and -0.0 is 0.0,
+        ``pipeline.settings.validate``), and a training-noise model is its canonical text (``pipeline.noise.NoiseSpec.text``)."""
+        if self.variant.startswith(PARALLEL):
+            object.__setattr__(self, "variant", f"{PARALLEL}{parallel_registers(self.variant)}")
+        if self.train_noise.strip():
+            spec = parse_noise(self.train_noise, flag="--train-noise")
+            object.__setattr__(self, "train_noise", "" if spec.is_none else spec.text)
+        else:
+            object.__setattr__(self, "train_noise", "")
 
     def replace(self, **changes: Any) -> "StudentConfig":
         """A copy with ``changes``; budget settings that came from the model's defaults stay unset, so a copy for

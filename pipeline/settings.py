@@ -92,6 +92,8 @@ def validate(cfg: Any) -> None:
             raise QdllmError(f"{spec.flag} {shown!r} is not valid: it must be {_rule(spec)}.")
         if spec.check is not None and (msg := spec.check(value, cfg)):
             raise QdllmError(msg)
+        if isinstance(value, float) and value == 0.0:  # -0.0 is 0.0: one spelling, one key
+            object.__setattr__(cfg, name, 0.0)
 
 
 # ------------------------------------------------------------------ CLI options derived from the declarations

@@ -1,7 +1,7 @@
 """From raw labelled texts to balanced train/val/test splits, and the ``qdllm data`` build itself.
 
 Rules, in order (the manifest counts what each removed):
-1. whitespace is normalised, empty texts dropped;
+1. whitespace and Unicode are normalised (NFC: an NFD copy of a text is the same text), empty texts dropped;
 2. texts that appear under two labels are dropped (all their copies);
 3. exact duplicates are dropped (the first copy stays);
 4. classes are balanced by downsampling to the smallest; ``max_per_class`` caps them further;
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+import unicodedata
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,8 @@ MIN_PER_CLASS = 5  # so that 6:2:2 leaves at least one example of each class in 
 def clean(raw: Raw) -> tuple[list[tuple[str, int, str | None]], dict[str, int]]:
     """Normalise, then drop empties, cross-label conflicts and duplicates; returns rows and removal counts."""
     groups = raw.groups or [None] * len(raw.texts)
-    rows = [(" ".join(str(t).split()), int(y), g) for t, y, g in zip(raw.texts, raw.labels, groups)]
+    rows = [(unicodedata.normalize("NFC", " ".join(str(t).split())), int(y), g)
+            for t, y, g in zip(raw.texts, raw.labels, groups)]
     nonempty = [r for r in rows if r[0]]
     labels_of: dict[str, set[int]] = defaultdict(set)
     for t, y, _ in nonempty:

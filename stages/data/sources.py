@@ -294,7 +294,7 @@ def read_table_columns(path: Path, columns: dict[str, str]) -> dict[str, list]:
     return table
 
 
-_INTEGER = re.compile(r"-?\d+(\.0*)?")
+_INTEGER = re.compile(r"-?[0-9]+(\.0*)?")
 
 
 def _label_text(v: Any, where: str, row: int) -> str | None:
@@ -304,12 +304,12 @@ def _label_text(v: Any, where: str, row: int) -> str | None:
     if isinstance(v, float):
         if math.isnan(v):
             return None
-        if not math.isfinite(v) or v != int(v):
+        if not math.isfinite(v) or v != int(v) or abs(v) >= 2**53:  # beyond 2**53 a float is no longer one integer
             raise QdllmError(f"{where} row {row}: label {v!r} is not a class; labels must be class names or integers.")
         return str(int(v))
     v = str(v).strip()
-    if _INTEGER.fullmatch(v):
-        return str(int(float(v)))
+    if _INTEGER.fullmatch(v):  # "7", "-0", "12.000" -> the integer's text, exactly (no float: big labels stay apart)
+        return str(int(v.split(".")[0]))
     return v or None
 
 

@@ -223,7 +223,13 @@ def cpu_threads() -> int:
     ended (``make data && make teacher``). ``QDLLM_THREADS`` overrides.
     """
     if os.environ.get("QDLLM_THREADS"):
-        return max(1, int(os.environ["QDLLM_THREADS"]))
+        text = os.environ["QDLLM_THREADS"].strip()
+        if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 4096):
+            from pipeline.errors import QdllmError
+
+            raise QdllmError(f"QDLLM_THREADS={text!r} is not a number of threads; set it to a whole number from 1 to "
+                             "4096 or unset it.")
+        return int(text)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     busy = _busy_cores(cores)
     return max(1, min(cores, int(cores - busy + 0.5)))
