@@ -26,7 +26,7 @@ from pipeline.card import write_dataset_card
 from pipeline.config import SCHEMA_VERSION
 from pipeline.errors import QdllmError
 from pipeline.keys import sha256_file
-from pipeline.publish import MANIFEST, is_complete, publish_dir
+from pipeline.publish import INDEX_FILE, MANIFEST, is_complete, publish_dir
 
 SPLITS = ("train", "val", "test")
 # Optional: unlabeled texts the teacher labelled (``--transfer``). Their ``label`` is null (read as UNLABELED);
@@ -180,6 +180,7 @@ def write_teacher_cache(
             **(extra or {}),
         }
         write_dataset_card(pub.path, pub.manifest)  # README.md: the cache as a Hugging Face dataset (before the manifest)
+        pub.manifest["contents"] = {rel: sha256_file(pub.path / rel) for rel in cache_files(pub.path)}
     return Path(final)
 
 
@@ -280,17 +281,53 @@ def _column(table, name: str, path: Path, width: int | None = None) -> np.ndarra
     return col.to_numpy(zero_copy_only=False)
 
 
+def cache_files(path: Path) -> list[str]:
+    """Relative POSIX paths of every file a cache directory holds, but its manifest and a sharing index."""
+    return sorted(p.relative_to(path).as_posix() for p in Path(path).rglob("*")
+                  if (p.is_file() or p.is_symlink()) and p.relative_to(path).as_posix() not in (MANIFEST, INDEX_FILE))
+
+
+def check_contents(path: Path, manifest: dict, *, hashes: bool = True) -> None:
+    """Every file of the cache is one its manifest's ``contents`` lists, with that sha256, and none is missing (but
+    the adapter, fetched on demand): an added script, an edited dataset card or zeroed adapter weights are refused
+    in one sentence. Caches written before
+    ``contents`` existed carry only their split hashes (checked by the reader)."""
+    contents = manifest.get("contents")
+    if contents is None:
+        return
+    if not isinstance(contents, dict) or not all(isinstance(v, str) for v in contents.values()):
+        raise QdllmError(f"{path}/{MANIFEST} has a malformed 'contents' field; pull or rebuild the cache.")
+    present = cache_files(path)
+    extra = sorted(set(present) - set(contents))
+    if extra:
+        raise QdllmError(f"{path} holds {', '.join(extra[:3])}{' …' if len(extra) > 3 else ''}, which its manifest "
+                         "does not list: a cache holds only what its teacher wrote; remove it or rebuild the cache.")
+    # the LoRA adapter may be left on a remote (`pull --no-adapter`, students need none) and fetched later
+    missing = sorted(rel for rel in set(contents) - set(present) if not rel.startswith("adapter/"))
+    if missing:
+        raise QdllmError(f"{path / missing[0]} is missing (its manifest lists it); pull or rebuild the cache.")
+    splits = {str(v.get("file")) for v in (manifest.get("files") or {}).values() if isinstance(v, dict)}
+    for rel in [r for r in present if r not in splits] if hashes else ():  # the reader checks the splits itself
+        if (path / rel).is_symlink() or sha256_file(path / rel) != contents[rel]:
+            raise QdllmError(f"{path / rel} does not match the sha256 in its manifest (corrupt or edited); pull or "
+                             "rebuild the cache.")
+
+
 def read_teacher_cache(path: Path, splits: tuple[str, ...] = SPLITS, *, verify_hashes: bool = True,
-                       columns: tuple[str, ...] = COLUMNS, transfer: bool = False) -> TeacherCache:
+                       columns: tuple[str, ...] = COLUMNS, transfer: bool = False, contents: bool = False
+                       ) -> TeacherCache:
     """Load and validate a teacher cache; raises ``QdllmError`` with one clear sentence on any defect.
 
     ``columns`` limits what is read (a student needs ``STUDENT_COLUMNS``; the others come back empty);
-    ``transfer`` adds the transfer split when the cache has one (caches written before it existed have none)."""
+    ``transfer`` adds the transfer split when the cache has one (caches written before it existed have none);
+    ``contents`` also checks every other file against the manifest (``check_contents``: verify, import, pull)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     path = Path(path)
     manifest = read_manifest(path)
+    if contents:
+        check_contents(path, manifest, hashes=verify_hashes)
     num_classes = len(manifest["class_names"])
     dim = int(manifest["embedding_dim"])
     out = {}

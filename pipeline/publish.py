@@ -21,6 +21,7 @@ from typing import Any
 from pipeline.paths import TMP_MARK
 
 MANIFEST = "manifest.json"
+INDEX_FILE = "files.sha256"  # the sha256sum-style index a shared copy carries (pipeline.remote)
 
 
 def is_complete(final: Path) -> bool:

@@ -24,14 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from pipeline import paths
 from pipeline.errors import QdllmError
+from pipeline.publish import INDEX_FILE as INDEX
 from pipeline.publish import MANIFEST, TMP_MARK, is_complete, key_lock, publish_dir
 
 KINDS = ("teacher", "student")
-INDEX = "files.sha256"
 _CHUNK = 8 << 20
 DEFAULT_TIMEOUT_S = 30
 
@@ -69,7 +69,12 @@ def _s3(uri: str, endpoint_url: str | None, region: str | None) -> Remote:
     kw: dict[str, Any] = dict(connect_timeout=5, request_timeout=max(1, remote_timeout() // 2),
                               retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=2))
     if endpoint:
-        e = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+        try:
+            e = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+            e.port  # noqa: B018 - parses the host and port, raising on a malformed one
+        except ValueError as err:
+            raise QdllmError(f"The S3 endpoint {endpoint!r} is not a URL ({err}); fix --endpoint-url or "
+                             "AWS_ENDPOINT_URL.") from None
         kw.update(endpoint_override=e.netloc + e.path.rstrip("/"), scheme=e.scheme)
     if region:
         kw["region"] = region
@@ -88,10 +93,10 @@ def remote_timeout() -> int:
         return DEFAULT_TIMEOUT_S
     try:
         seconds = int(float(raw))
-    except ValueError:
+    except (ValueError, OverflowError):  # "soon", "inf"
         seconds = 0
-    if seconds < 1:
-        raise QdllmError(f"QDLLM_REMOTE_TIMEOUT={raw!r} is not a whole number of seconds of at least 1; "
+    if not 1 <= seconds <= 86400:
+        raise QdllmError(f"QDLLM_REMOTE_TIMEOUT={raw!r} is not a whole number of seconds from 1 to 86400; "
                          f"unset it (default {DEFAULT_TIMEOUT_S}) or set it to e.g. 30.")
     return seconds
 
@@ -104,6 +109,31 @@ def _bounded_uri(uri: str, scheme: str) -> str:
     return uri
 
 
+def _local_root(uri: str, scheme: str) -> Path:
+    """The directory of a local remote (a path or ``file://``), refused in one sentence when it is ambiguous or lies
+    inside the local cache root (a push there would write into the caches it reads)."""
+    if not scheme and uri.lower().startswith("file:"):
+        raise QdllmError(f"Remote {uri!r} is neither a path nor a file:// URI; use file:///ABSOLUTE/PATH or a plain "
+                         "directory path.")
+    if scheme:
+        u = urlparse(uri)
+        if u.netloc not in ("", "localhost"):
+            raise QdllmError(f"Remote {uri!r} names the host {u.netloc!r}; a file:// URI reaches this machine only: "
+                             "use file:///ABSOLUTE/PATH (three slashes), or mount the other machine's directory.")
+        local = unquote(u.path)
+    else:
+        local = uri
+    try:
+        root = Path(local).expanduser().resolve()
+    except (RuntimeError, OSError) as e:  # "~nosuchuser": no such home directory
+        raise QdllmError(f"Remote {uri!r} cannot be resolved to a directory ({e}); give an existing path.") from None
+    cache = paths.cache_dir().resolve()
+    if root == cache or cache in root.parents:
+        raise QdllmError(f"Remote {uri} lies inside the local cache root {paths.cache_dir()}; a remote must be "
+                         "another directory (a push would copy caches into themselves).")
+    return root
+
+
 def open_remote(uri: str, *, endpoint_url: str | None = None, region: str | None = None) -> Remote:
     """Open REMOTE (a directory, ``file://``, ``s3://``, ``gs://``, ``hdfs://`` …) without touching it yet."""
     from pyarrow import fs as pafs
@@ -113,8 +143,7 @@ def open_remote(uri: str, *, endpoint_url: str | None = None, region: str | None
         raise QdllmError("No remote given; pass --remote DIR, file:///DIR or s3://BUCKET/PREFIX.")
     scheme = urlparse(uri).scheme if "://" in uri else ""
     if scheme in ("", "file"):
-        local = urlparse(uri).path if scheme else uri
-        return Remote(pafs.LocalFileSystem(), str(Path(local).expanduser().resolve()), uri)
+        return Remote(pafs.LocalFileSystem(), str(_local_root(uri, scheme)), uri)
     if scheme in ("s3", "s3a"):
         return _s3(uri, endpoint_url, region)
     try:
@@ -320,10 +349,13 @@ def _safe_rel(rel: str, where: str) -> str:
 def manifest_index(manifest: dict) -> dict[str, str]:
     """The file hashes a teacher manifest records (its ``files`` field), as an index."""
     files = manifest.get("files")
-    if not isinstance(files, dict):
-        return {}
-    return {_safe_rel(str(v["file"]), "the manifest"): str(v["sha256"])
-            for v in files.values() if isinstance(v, dict) and "sha256" in v and "file" in v}
+    out = {} if not isinstance(files, dict) else {
+        _safe_rel(str(v["file"]), "the manifest"): str(v["sha256"])
+        for v in files.values() if isinstance(v, dict) and "sha256" in v and "file" in v}
+    contents = manifest.get("contents")  # every file of caches written since it exists
+    if isinstance(contents, dict):
+        out.update({_safe_rel(str(rel), "the manifest"): str(sha) for rel, sha in contents.items()})
+    return out
 
 
 def _expected_index(kind: str, key: str, manifest: dict, index_bytes: bytes | None, where: str) -> dict[str, str]:
@@ -339,6 +371,10 @@ def _expected_index(kind: str, key: str, manifest: dict, index_bytes: bytes | No
         if index.get(rel) != sha:
             raise QdllmError(f"{where}: {kind}/{key}/{INDEX} disagrees with the manifest about {rel}; "
                              "push the cache again.")
+    extra = sorted(set(index) - set(declared))
+    if extra and isinstance(manifest.get("contents"), dict):  # the manifest lists every file: nothing else comes in
+        raise QdllmError(f"{where}: {kind}/{key} holds {', '.join(extra[:3])}, which its manifest does not list; "
+                         "it was not imported: a cache holds only what its teacher wrote.")
     return index
 
 
@@ -348,7 +384,7 @@ def _verify_teacher(tmp: Path, manifest: dict) -> None:
     from pipeline.publish import write_json
 
     write_json(tmp / MANIFEST, manifest)
-    read_teacher_cache(tmp, verify_hashes=False)  # hashes were checked while receiving
+    read_teacher_cache(tmp, verify_hashes=False, contents=True)  # hashes were checked while receiving
 
 
 Fetch = Callable[[str, Path, Callable[[int], None]], str]

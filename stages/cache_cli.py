@@ -207,7 +207,7 @@ def verify(paths: list[Path] = typer.Argument(None, help="Teacher cache director
             raise QdllmError(f"No local teacher caches under {P.cache_dir() / 'teacher'} to verify.")
     for p in paths:
         path = p if p.exists() or "/" in str(p) else P.teacher_dir(str(p))
-        cache = read_teacher_cache(path)
+        cache = read_teacher_cache(path, contents=True)
         rows = {k: len(v) for k, v in cache.splits.items()}
         console.print(f"[green]ok[/] {path}: {rows}, {cache.num_classes} classes, embedding dim {cache.embedding_dim}")
 

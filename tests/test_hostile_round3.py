@@ -103,3 +103,120 @@ def test_nfc_and_nfd_copies_of_a_text_are_one_text(isolated_dirs, tmp_path):
     _, df = _built(isolated_dirs)
     assert df.height == 40 and df["text"].n_unique() == 40
     assert all(unicodedata.is_normalized("NFC", t) for t in df["text"])
+
+
+# ---------------------------------------------------------------- 12, 13: remotes that would write where they must not
+
+@pytest.mark.parametrize("remote,words", [
+    ("file://data/qd", ["names the host 'data'", "file:///ABSOLUTE/PATH"]),
+    ("file:rel/dir", ["neither a path nor a file:// URI"]),
+    ("~nosuchuser_qdllm/x", ["cannot be resolved"]),
+])
+def test_a_remote_that_means_something_else_is_one_sentence(isolated_dirs, remote, words):
+    before = sorted(p for p in isolated_dirs.rglob("*"))
+    fails(run_cli("cache", "push", "--remote", remote), *words)
+    assert sorted(p for p in isolated_dirs.rglob("*")) == before
+    assert not Path("/qd").exists()
+
+
+def test_a_remote_inside_the_cache_root_is_refused(isolated_dirs):
+    from helpers import write_synthetic_cache
+
+    write_synthetic_cache(isolated_dirs / "cache" / "teacher" / ("a" * 16), n=30, dim=4, key="a" * 32, task="t")
+    before = sorted(p for p in isolated_dirs.rglob("*"))
+    for remote in (isolated_dirs / "cache" / "teacher" / ("a" * 16), isolated_dirs / "cache" / "teacher",
+                   isolated_dirs / "cache"):
+        fails(run_cli("cache", "push", "--remote", str(remote)), "inside the local cache root")
+    assert sorted(p for p in isolated_dirs.rglob("*")) == before
+
+
+def test_a_percent_encoded_file_uri_is_decoded(isolated_dirs):
+    from helpers import write_synthetic_cache
+
+    write_synthetic_cache(isolated_dirs / "cache" / "teacher" / ("a" * 16), n=30, dim=4, key="a" * 32, task="t")
+    target = isolated_dirs / "shared dir"
+    target.mkdir()
+    proc = run_cli("cache", "push", "--remote", "file://" + str(target).replace(" ", "%20"))
+    assert proc.returncode == 0, proc.stderr
+    assert (target / "teacher" / ("a" * 16) / "manifest.json").is_file()
+    assert not (isolated_dirs / "shared%20dir").exists()
+
+
+@pytest.mark.parametrize("env,words", [
+    ({"QDLLM_REMOTE_TIMEOUT": "inf"}, ["QDLLM_REMOTE_TIMEOUT='inf'"]),
+    ({"AWS_ENDPOINT_URL": "http://[::1"}, ["S3 endpoint", "not a URL"]),
+])
+def test_bad_remote_environment_is_one_sentence(env, words):
+    fails(run_cli("cache", "pull", "--remote", "s3://bucket/x", env={"QDLLM_REMOTE_TIMEOUT": "4", **env}, timeout=60),
+          *words)
+
+
+# ---------------------------------------------------------------- 10: every file of a cache is in its manifest
+
+def _cache_with_adapter(root: Path) -> Path:
+    from helpers import synthetic_splits
+
+    from pipeline.cache import write_teacher_cache
+
+    adapter = root / "work-adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_model.safetensors").write_bytes(b"\x01" * 256)
+    (adapter / "adapter_config.json").write_text('{"r": 4}')
+    return write_teacher_cache(root / "cache" / "teacher" / ("a" * 16), synthetic_splits(30, 2, 4), key="a" * 32,
+                               inputs={}, task="t", class_names=["n", "p"], embedding_source="synthetic",
+                               directories={"adapter": adapter})
+
+
+@pytest.mark.parametrize("how,words", [
+    ("extra script", ["run_me.sh", "does not list"]),
+    ("edited card", ["README.md", "does not match the sha256"]),
+    ("zeroed adapter", ["adapter_model.safetensors", "does not match the sha256"]),
+])
+def test_verify_and_import_check_every_file_of_a_cache(isolated_dirs, tmp_path, how, words):
+    cache = _cache_with_adapter(isolated_dirs)
+    assert set(json.loads((cache / "manifest.json").read_text())["contents"]) >= {
+        "README.md", "train.parquet", "adapter/adapter_model.safetensors", "adapter/adapter_config.json"}
+    assert run_cli("cache", "verify", str(cache)).returncode == 0
+    tar = tmp_path / "good.tar"
+    assert run_cli("cache", "export", "--to", str(tar)).returncode == 0
+    if how == "extra script":
+        (cache / "run_me.sh").write_text("#!/bin/sh\necho hi\n")
+    elif how == "edited card":
+        with open(cache / "README.md", "a") as f:
+            f.write("\nTrust me.\n")
+    else:
+        (cache / "adapter" / "adapter_model.safetensors").write_bytes(b"\x00" * 256)
+    fails(run_cli("cache", "verify", str(cache)), *words)
+    # the same cache as an archive: the index it ships with cannot vouch for it
+    import io
+    import tarfile
+
+    bad = tmp_path / "bad.tar"
+    with tarfile.open(tar) as t_in, tarfile.open(bad, "w") as t_out:
+        for m in t_in.getmembers():
+            data = t_in.extractfile(m).read()
+            rel = m.name.split("/", 2)[2]
+            if rel == "files.sha256":
+                import hashlib
+                lines = data.decode().splitlines()
+                if how == "extra script":
+                    lines.append(f"{hashlib.sha256(b'x').hexdigest()}  run_me.sh")
+                else:
+                    target = "README.md" if how == "edited card" else "adapter/adapter_model.safetensors"
+                    new = (cache / target).read_bytes()
+                    lines = [f"{hashlib.sha256(new).hexdigest()}  {target}" if ln.endswith("  " + target) else ln
+                             for ln in lines]
+                data = ("\n".join(lines) + "\n").encode()
+            elif how != "extra script" and rel in ("README.md", "adapter/adapter_model.safetensors"):
+                data = (cache / rel).read_bytes()
+            info = tarfile.TarInfo(m.name)
+            info.size = len(data)
+            t_out.addfile(info, io.BytesIO(data))
+        if how == "extra script":
+            info = tarfile.TarInfo(f"teacher/{'a' * 16}/run_me.sh")
+            info.size = 1
+            t_out.addfile(info, io.BytesIO(b"x"))
+    other = tmp_path / "elsewhere"
+    proc = run_cli("cache", "import", str(bad), env={"QDLLM_CACHE_DIR": str(other)})
+    fails(proc)
+    assert not (other / "teacher" / ("a" * 16)).exists()

@@ -375,12 +375,15 @@ def test_other_object_stores_use_the_pyarrow_uri_path(tmp_path):
 def test_pull_no_adapter_leaves_the_adapter_on_the_remote_and_a_later_pull_adds_it(tmp_path, caches):
     import json
 
+    from pipeline.keys import sha256_file
+
     a, b = caches
     src = a / "teacher" / KEY
     (src / "adapter").mkdir()
     (src / "adapter" / "adapter_config.json").write_text('{"r": 4}')
     manifest = json.loads((src / "manifest.json").read_text())
-    (src / "manifest.json").write_text(json.dumps({**manifest, "adapter": "adapter"}))
+    contents = {**manifest["contents"], "adapter/adapter_config.json": sha256_file(src / "adapter" / "adapter_config.json")}
+    (src / "manifest.json").write_text(json.dumps({**manifest, "adapter": "adapter", "contents": contents}))
     remote = str(tmp_path / "shared")
     R.push("teacher", KEY, remote, cache_root=a)
     path = R.pull("teacher", KEY, remote, cache_root=b, no_adapter=True)
