@@ -184,7 +184,7 @@ def write_teacher_cache(
     return Path(final)
 
 
-def _check_arrays(name: str, s: TeacherSplit, num_classes: int, dim: int, *, where: str) -> None:
+def _check_arrays(name: str, s: TeacherSplit, num_classes: int, dim: int, *, where: str, probs: bool = True) -> None:
     if s.logits.shape[1:] != (num_classes,) or s.probs.shape[1:] != (num_classes,):
         raise QdllmError(f"{where}: {name} has {s.logits.shape[1:]} class scores but {num_classes} classes are declared.")
     if s.embeddings.shape[1:] != (dim,):
@@ -200,6 +200,10 @@ def _check_arrays(name: str, s: TeacherSplit, num_classes: int, dim: int, *, whe
     for col, arr in (("teacher_logits", s.logits), ("teacher_probs", s.probs), ("embedding", s.embeddings)):
         if not np.isfinite(arr).all():
             raise QdllmError(f"{where}: {name} column {col} holds NaN or infinite values; rebuild the cache.")
+    if probs and len(s.probs) and ((s.probs < 0).any() or (s.probs > 1).any()
+                         or not np.allclose(s.probs.sum(axis=1, dtype=np.float64), 1.0, atol=1e-3)):
+        raise QdllmError(f"{where}: {name} column teacher_probs holds rows that are not probabilities (each in [0, 1], "
+                         "summing to 1); rebuild the cache.")
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
@@ -241,6 +245,10 @@ def check_manifest(manifest: Any, where: Path | str, fix: str = "rebuild or pull
     names = manifest.get("class_names")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise bad("class_names is missing or not a list of names")
+    if len(names) < 2:
+        raise bad(f"it declares {len(names)} class; a classifier needs at least two")
+    if len(set(names)) != len(names):
+        raise bad(f"class_names repeats {next(n for n in names if names.count(n) > 1)!r}; each class is named once")
     dim = manifest.get("embedding_dim")
     if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
         raise bad(f"embedding_dim is {dim!r}, not a positive integer")
@@ -259,6 +267,8 @@ def check_manifest(manifest: Any, where: Path | str, fix: str = "rebuild or pull
         rows = info.get("rows")
         if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
             raise bad(f"files.{split}.rows is {rows!r}, not a row count")
+        if rows == 0 and split in SPLITS:
+            raise bad(f"its {split} split is empty; every metric needs rows in train, val and test")
         sha = info.get("sha256")
         if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
             raise bad(f"files.{split}.sha256 is not a sha256 hex digest")
@@ -369,6 +379,6 @@ def read_teacher_cache(path: Path, splits: tuple[str, ...] = SPLITS, *, verify_h
             else np.zeros((n, num_classes), np.float32),
             embeddings=_column(table, "embedding", fpath, dim),
         )
-        _check_arrays(name, s, num_classes, dim, where=str(fpath))
+        _check_arrays(name, s, num_classes, dim, where=str(fpath), probs=wanted("teacher_probs"))
         out[name] = s
     return TeacherCache(path=path, manifest=manifest, splits=out)

@@ -6,6 +6,7 @@ import json
 import unicodedata
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -220,3 +221,45 @@ def test_verify_and_import_check_every_file_of_a_cache(isolated_dirs, tmp_path, 
     proc = run_cli("cache", "import", str(bad), env={"QDLLM_CACHE_DIR": str(other)})
     fails(proc)
     assert not (other / "teacher" / ("a" * 16)).exists()
+
+
+# ---------------------------------------------------------------- 11: degenerate caches are refused
+
+@pytest.mark.parametrize("how,words", [
+    ("one class", ["1 class", "at least two"]),
+    ("duplicate names", ["repeats 'n'"]),
+    ("empty test", ["test split is empty"]),
+    ("probs of 7", ["teacher_probs", "not probabilities"]),
+])
+def test_degenerate_caches_are_refused_by_verify_and_the_student(isolated_dirs, how, words):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from helpers import write_synthetic_cache
+
+    cache = write_synthetic_cache(isolated_dirs / "cache" / "teacher" / ("a" * 16), n=30, dim=4, key="a" * 32,
+                                  task="t")
+    manifest = json.loads((cache / "manifest.json").read_text())
+    if how == "one class":
+        manifest["class_names"] = ["n"]
+    elif how == "duplicate names":
+        manifest["class_names"] = ["n", "n"]
+    elif how == "empty test":
+        manifest["files"]["test"]["rows"] = 0
+    else:
+        table = pq.read_table(cache / "train.parquet")
+        probs = np.array(table.column("teacher_probs").to_pylist(), dtype=np.float32)
+        probs[2] = [7.0, -6.0]
+        col = pa.FixedSizeListArray.from_arrays(pa.array(probs.ravel(), pa.float32()), 2)
+        pq.write_table(table.set_column(table.schema.get_field_index("teacher_probs"), "teacher_probs", col),
+                       cache / "train.parquet")
+        from pipeline.keys import sha256_file
+        manifest["files"]["train"]["sha256"] = manifest["contents"]["train.parquet"] = sha256_file(
+            cache / "train.parquet")
+    (cache / "manifest.json").write_text(json.dumps(manifest))
+    fails(run_cli("cache", "verify", str(cache)), *words)
+    if how != "probs of 7":  # a student reads no probabilities: it trains on the logits
+        fails(run_cli("student", "--teacher-key", "a" * 16, "--student-model", "logreg", "--epochs", "1",
+                      "--seeds", "0", "--jobs", "1"), *words)
+        assert not (isolated_dirs / "cache" / "student").exists() or not any(
+            (isolated_dirs / "cache" / "student").glob("*/manifest.json"))
