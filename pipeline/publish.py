@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pipeline import interrupt
 from pipeline.paths import TMP_MARK
 
 MANIFEST = "manifest.json"
@@ -54,6 +55,7 @@ def atomic_file(path: Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        interrupt.check()
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -102,6 +104,7 @@ def publish_dir(final: Path) -> Iterator[Publication]:
         _fsync_tree(pub.path)
         if pub.final.exists():  # a stale incomplete directory (no manifest) from older tools
             shutil.rmtree(pub.final)
+        interrupt.check()  # an interrupt swallowed on the way (e.g. in a __del__) still publishes nothing
         os.rename(pub.path, pub.final)
         _fsync_dir(pub.final.parent)
     except BaseException:

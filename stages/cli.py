@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import click
 import typer
 
+from pipeline import interrupt
 from pipeline.config import DataConfig, StudentConfig, TeacherConfig
 from pipeline.console import console, setup_logging
 from pipeline.errors import QdllmError
@@ -145,16 +146,20 @@ _add_stage_apps()
 
 def main() -> None:
     """Console entry point: user errors become one red sentence and exit code 2, never a traceback."""
+    interrupt.install()
     try:
-        app()
+        try:
+            app()  # SIGINT raises interrupt.Interrupted, which typer passes on (a KeyboardInterrupt it would not)
+        finally:
+            interrupt.check()  # a Ctrl-C that some library swallowed still ends the command as interrupted
+    except (interrupt.Interrupted, KeyboardInterrupt):
+        console.print(f"[yellow]{interrupt.MESSAGE}[/]", highlight=False)
+        sys.exit(interrupt.EXIT_CODE)
     except QdllmError as e:
         if _state["verbose"] > 1:
             console.print_exception()
         console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]; finished outputs are kept, partial ones were discarded.")
-        sys.exit(130)
     except click.exceptions.ClickException as e:
         e.show()
         sys.exit(e.exit_code)

@@ -31,6 +31,7 @@ from multiprocessing.managers import SyncManager
 from pathlib import Path
 from typing import Protocol
 
+from pipeline.interrupt import ignore_in_worker
 from pipeline.config import StudentConfig
 from pipeline.console import progress
 from pipeline.errors import QdllmError
@@ -97,6 +98,7 @@ def _init_worker(parent: int, counter, cpus: list[int]) -> None:
     single-threaded units side by side ran about 15 % slower each than alone; pinned, as fast
     (tests/bench/student_jobs.py, docs/student.md)."""
     die_with_parent(parent)
+    ignore_in_worker()
     if not cpus:
         return
     with counter.get_lock():
@@ -193,8 +195,15 @@ class ProcessPool:
         finally:
             for k, v in saved.items():
                 os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-        with manager, pool:
-            yield cls(pool, manager.Queue(), jobs)
+        try:
+            with manager:
+                yield cls(pool, manager.Queue(), jobs)
+        except BaseException:  # an error or Ctrl-C: the running units stop now, not when they would have finished
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):  # CPython's pool keeps them here
+                proc.kill()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def submit(self, index: int, run: StudentRun, seed: int) -> Future:
         return self.pool.submit(_worker_unit, run.teacher_dir, run.config, seed, index, self.q)

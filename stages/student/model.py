@@ -313,12 +313,19 @@ class AdamParameters:
         """``lr``: one rate, or one per step (a schedule; MindSpore indexes it by its step counter)."""
         for k, v in MINDSPORE_ENV.items():
             os.environ.setdefault(k, v)
-        import mindspore as ms
-        from mindspore import nn
+        from pipeline import interrupt
 
-        self._tensor = ms.Tensor
-        self.param = ms.Parameter(ms.Tensor(np.asarray(flat, dtype=np.float32)), name="weights")
-        self.optimizer = nn.Adam([self.param], learning_rate=lr)
+        # Ctrl-C in the middle of MindSpore's import aborts the interpreter: hold it until the import is done. (Its
+        # runtime then puts in its own SIGINT handler on every step, which answers Ctrl-C with SIGTERM to this
+        # process: pipeline.interrupt turns that SIGTERM into the same clean stop.)
+        with interrupt.deferred():
+            import mindspore as ms
+            from mindspore import nn
+
+            interrupt.reclaim()
+            self._tensor = ms.Tensor
+            self.param = ms.Parameter(ms.Tensor(np.asarray(flat, dtype=np.float32)), name="weights")
+            self.optimizer = nn.Adam([self.param], learning_rate=lr)
 
     def step(self, grad: np.ndarray) -> np.ndarray:
         self.optimizer((self._tensor(np.asarray(grad, dtype=np.float32)),))
