@@ -54,10 +54,17 @@ def _memo_path() -> Path:
 
 
 def _load_memo() -> dict[str, list]:
+    """The remembered digests; a memo that is not what ``_save_memo`` writes (hand-edited, truncated) counts as empty,
+    and entries of the wrong shape are dropped: it is only a speed-up, never a source of truth."""
     try:
-        return json.loads(_memo_path().read_text())
+        memo = json.loads(_memo_path().read_text())
     except (OSError, ValueError):
         return {}
+    if not isinstance(memo, dict):
+        return {}
+    return {k: v for k, v in memo.items() if isinstance(v, list) and len(v) == 6
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in v[:5])
+            and isinstance(v[5], str) and len(v[5]) == 64}
 
 
 def _save_memo(memo: dict[str, list]) -> None:

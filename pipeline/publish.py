@@ -102,8 +102,13 @@ def publish_dir(final: Path) -> Iterator[Publication]:
         yield pub
         write_json(pub.path / MANIFEST, pub.manifest)
         _fsync_tree(pub.path)
-        if pub.final.exists():  # a stale incomplete directory (no manifest) from older tools
-            shutil.rmtree(pub.final)
+        if pub.final.is_dir() and not pub.final.is_symlink() and not any(pub.final.iterdir()):
+            pub.final.rmdir()  # an empty directory waiting for the output (e.g. a given --out): replaced
+        elif pub.final.exists() or pub.final.is_symlink():  # never delete what this run did not write
+            from pipeline.errors import QdllmError
+
+            raise QdllmError(f"{pub.final} appeared while the output was being written and is not empty; nothing "
+                             "was replaced: move it away and run again.")
         interrupt.check()  # an interrupt swallowed on the way (e.g. in a __del__) still publishes nothing
         os.rename(pub.path, pub.final)
         _fsync_dir(pub.final.parent)

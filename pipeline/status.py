@@ -37,7 +37,13 @@ def _manifest(path: Path) -> dict | None:
         m = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return m if isinstance(m, dict) and isinstance(m.get("inputs"), dict) else None
+    if not isinstance(m, dict) or not isinstance(m.get("inputs"), dict):
+        return None
+    # the fields status reads, by type: a damaged manifest is no build (it is reported by `qdllm cache verify`)
+    kinds = {"task": str, "source_path": str, "config": dict}
+    if any(m.get(f) is not None and not isinstance(m[f], t) for f, t in kinds.items()):
+        return None
+    return m
 
 
 def _builds(root: Path, pattern: str, keep) -> list[tuple[Path, dict]]:

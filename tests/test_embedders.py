@@ -84,3 +84,17 @@ def test_packaged_mpnet_joins_its_pieces_and_embeds_in_768_dims():
     assert v.shape == (3, 768)
     cos = (v / np.linalg.norm(v, axis=1, keepdims=True)) @ (v / np.linalg.norm(v, axis=1, keepdims=True)).T
     assert cos[0, 2] > cos[0, 1]
+
+
+def test_a_text_longer_than_the_encoders_positions_is_cut_not_a_crash(tmp_path):
+    from tiny_models import tiny_encoder_dir
+
+    from stages.lm.embed import transformer_encoder, usable_positions
+
+    path = tiny_encoder_dir(tmp_path)  # 64 positions
+    assert usable_positions(transformers.AutoConfig.from_pretrained(path)) == 64
+    long = " ".join(["good movie"] * 2500)  # 5,000 words
+    out = transformer_encoder(str(path))(["good", long])
+    assert out.shape == (2, 24) and np.isfinite(out).all()
+    mpnet = transformers.MPNetConfig(max_position_embeddings=514, pad_token_id=1)
+    assert usable_positions(mpnet) == 512

@@ -263,3 +263,70 @@ def test_degenerate_caches_are_refused_by_verify_and_the_student(isolated_dirs, 
                       "--seeds", "0", "--jobs", "1"), *words)
         assert not (isolated_dirs / "cache" / "student").exists() or not any(
             (isolated_dirs / "cache" / "student").glob("*/manifest.json"))
+
+
+# ---------------------------------------------------------------- tracebacks that are one sentence now
+
+@pytest.mark.parametrize("memo", ["[]", '"text"', "null", '{"x": 5}', '{"/a": [1, 2]}'])
+def test_a_damaged_hash_memo_is_ignored(isolated_dirs, memo):
+    memo_path = isolated_dirs / "file-hashes.json"
+    memo_path.write_text(memo)
+    src = str(Path(__file__).resolve().parent.parent / "data" / "fixtures" / "authors")
+    first = run_cli("key", "data", "--task", "mine", "--source", src)
+    assert first.returncode == 0 and "Traceback" not in first.stderr, first.stderr
+    memo_path.unlink()
+    assert run_cli("key", "data", "--task", "mine", "--source", src).stdout == first.stdout
+
+
+def test_status_skips_manifests_of_the_wrong_shape(isolated_dirs):
+    from helpers import write_synthetic_cache
+
+    cache = write_synthetic_cache(isolated_dirs / "cache" / "teacher" / ("a" * 16), n=30, dim=4, key="a" * 32,
+                                  task="emotion")
+    m = json.loads((cache / "manifest.json").read_text())
+    (cache / "manifest.json").write_text(json.dumps({**m, "task": 5}))
+    d = isolated_dirs / "data" / "emotion" / "d1"
+    d.mkdir(parents=True)
+    (d / "manifest.json").write_text(json.dumps({"inputs": {}, "task": ["x"], "config": "bad", "source_path": [1]}))
+    proc = run_cli("status")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_stray_world_size_is_one_sentence(monkeypatch):
+    from pipeline.errors import QdllmError
+    from stages.teacher.train import launched_processes
+
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(QdllmError, match="WORLD_SIZE=2 is set, but no launcher"):
+        launched_processes()
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    assert launched_processes() == 2
+
+
+def test_export_out_refuses_the_working_directory_and_links(isolated_dirs, tmp_path):
+    target = tmp_path / "empty"
+    target.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    fails(run_cli("student", "export", "--run", "x", "--format", "qasm2", "--out", str(link)), "symbolic link")
+    fails(run_cli("student", "export", "--run", "x", "--format", "qasm2", "--out", "."), "current or a parent")
+    assert list(target.iterdir()) == []
+
+
+def test_publishing_never_deletes_what_appeared_meanwhile(tmp_path):
+    from pipeline.errors import QdllmError
+    from pipeline.publish import publish_dir
+
+    final = tmp_path / "out"
+    with pytest.raises(QdllmError, match="appeared while the output was being written"):
+        with publish_dir(final) as pub:
+            (pub.path / "a.txt").write_text("ours")
+            final.mkdir()
+            (final / "theirs.txt").write_text("keep me")
+    assert (final / "theirs.txt").read_text() == "keep me"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_predict_refuses_an_empty_text():
+    fails(run_cli("student", "predict", "--run", "x", ""), "Text 1 to classify is empty")

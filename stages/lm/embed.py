@@ -54,6 +54,17 @@ def static_encoder(model_dir: str, batch_size: int = 4096) -> Callable[[list[str
                                     dtype=np.float32)
 
 
+def usable_positions(config) -> int | None:
+    """How many tokens the encoder's position table holds: ``max_position_embeddings``, less the offset of the
+    RoBERTa family (MPNet, XLM-R), whose positions start after the padding index."""
+    n = getattr(config, "max_position_embeddings", None)
+    if not isinstance(n, int) or n < 2:
+        return None
+    if getattr(config, "model_type", "") in ("roberta", "mpnet", "xlm-roberta", "camembert"):
+        n -= (getattr(config, "pad_token_id", None) or 0) + 1
+    return max(2, n)
+
+
 def transformer_encoder(model_dir: str, *, batch_size: int = 64, max_length: int = ENCODER_MAX_LENGTH,
                         label: str = "embedding") -> Callable[[list[str]], np.ndarray]:
     """Mean-pooled last hidden states of a frozen encoder, (N, D) float32."""
@@ -65,6 +76,7 @@ def transformer_encoder(model_dir: str, *, batch_size: int = 64, max_length: int
     device, _ = device_and_dtype()
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModel.from_pretrained(model_dir).to(device).eval()
+    max_length = min(max_length, usable_positions(model.config) or max_length)  # a long text is cut, not a crash
 
     def encode(texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)

@@ -155,6 +155,10 @@ def predict(
         items += read_lines(file, "--file")
     if not items:
         raise QdllmError("Give texts to classify as arguments or with --file FILE (one per line).")
+    blank = next((i for i, t in enumerate(items) if not t.strip()), None)
+    if blank is not None:
+        raise QdllmError(f"Text {blank + 1} to classify is empty; give each text some words (an empty text has no "
+                         "embedding to classify).")
     student = StudentRun.open(run)
     best = student.best()
     probs = softmax(predict_logits(best.model, best.weights, student.embed(items)))

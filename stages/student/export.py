@@ -67,6 +67,11 @@ def check_request(fmt: str, out: Path, texts: Path | None, split: str | None, li
     if limit is not None and limit < 1:
         raise QdllmError(f"--limit {limit} must be 1 or more.")
     out = Path(out)
+    if out.is_symlink():
+        raise QdllmError(f"--out {out} is a symbolic link; give a new directory (or an empty one) by its own path.")
+    if out.name in ("", ".", "..") or out.resolve() == Path.cwd().resolve():
+        raise QdllmError(f"--out {str(out)!r} names the current or a parent directory; give a new directory, e.g. "
+                         "--out export-qasm.")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise QdllmError(f"--out {out} already exists and is not an empty directory; choose a new directory.")
     blocker = file_in_the_way(out.parent)

@@ -44,13 +44,22 @@ _DISTRIBUTED_ENV = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_
 
 
 def launched_processes() -> int:
-    """How many processes the launcher started (``torchrun``, ``accelerate launch``, mpirun), from the environment."""
+    """How many processes the launcher started (``torchrun``, ``accelerate launch``, mpirun), from the environment.
+
+    A process count with no rendezvous address is a stray variable, not a launch (the process would wait for peers
+    that never come): refused in one sentence."""
     for name in _DISTRIBUTED_ENV:
         try:
-            if int(os.environ.get(name, "1")) > 1:
-                return int(os.environ[name])
+            n = int(os.environ.get(name, "1"))
         except ValueError:
-            pass
+            continue
+        if n > 1:
+            if "MASTER_ADDR" not in os.environ:
+                from pipeline.errors import QdllmError
+
+                raise QdllmError(f"{name}={n} is set, but no launcher started this process (MASTER_ADDR is unset); "
+                                 f"unset {name}, or start the teacher with `accelerate launch` or `torchrun`.")
+            return n
     return 1
 
 
