@@ -330,3 +330,32 @@ def test_publishing_never_deletes_what_appeared_meanwhile(tmp_path):
 
 def test_predict_refuses_an_empty_text():
     fails(run_cli("student", "predict", "--run", "x", ""), "Text 1 to classify is empty")
+
+
+# ---------------------------------------------------------------- 6: the bytes parsed are the bytes hashed
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv", "parquet"])
+def test_a_file_edited_between_key_and_build_is_refused(isolated_dirs, tmp_path, suffix):
+    from pipeline.config import DataConfig
+    from pipeline.errors import QdllmError
+    from pipeline.plan import resolve
+    from stages.data.build import build
+
+    rows = [{"text": f"an example text number {i} about class {i % 2}", "label": i % 2} for i in range(40)]
+    src = tmp_path / f"mine.{suffix}"
+
+    def write(rs):
+        if suffix == "jsonl":
+            src.write_text("".join(json.dumps(r) + "\n" for r in rs))
+        else:
+            df = pl.DataFrame(rs)
+            df.write_csv(src) if suffix == "csv" else df.write_parquet(src)
+
+    write(rows)
+    plan = resolve(data=DataConfig(task="mine", source=str(src)))
+    write([{**r, "label": 1 - r["label"]} for r in rows])  # labels flipped after the key was computed
+    with pytest.raises(QdllmError, match="changed while `qdllm data` was reading it"):
+        build(plan)
+    assert not list((isolated_dirs / "data").rglob("manifest.json"))
+    write(rows)  # back as the key says: builds
+    build(resolve(data=DataConfig(task="mine", source=str(src))))

@@ -30,7 +30,7 @@ from pipeline.errors import QdllmError
 from pipeline.plan import Plan
 from pipeline.publish import is_complete, key_lock
 from stages.data.dataset import SPLITS, frame, write_dataset
-from stages.data.sources import Raw, load_source
+from stages.data.sources import Raw, check_read, load_source
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +165,7 @@ def build(plan: Plan) -> tuple[Path, bool]:
             return final, False
         t0 = time.perf_counter()
         raw = load_source(cfg)
+        check_read(key.inputs["source"], cfg.source)  # what was parsed is what the key hashed
         t_load = time.perf_counter() - t0
         splits, report = prepare(raw, cfg)
         write_dataset(final, splits, task=cfg.task, class_names=raw.class_names, key=key.short, inputs=key.inputs,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bz2
 import html
+import hashlib
 import io
 import json
 import logging
@@ -69,10 +70,38 @@ def _decode(data: bytes, where: str) -> str:
         ) from None
 
 
+# sha256 of the bytes of every user file parsed in this process, by resolved path: ``check_read`` holds them against
+# the digests the data key was computed from, so a file edited between the key and the build is caught.
+READ_DIGESTS: dict[str, str] = {}
+
+
+def _read_bytes(path: Path) -> bytes:
+    """A user file's bytes, read once: what is parsed is what is hashed."""
+    data = path.read_bytes()
+    READ_DIGESTS[str(path.resolve())] = hashlib.sha256(data).hexdigest()
+    return data
+
+
+def check_read(identity: dict[str, Any], source: str) -> None:
+    """The files parsed are the files the key names: a file whose bytes changed after the key was computed is one
+    sentence, not a dataset whose manifest records the old sha256 over the new file's labels."""
+    if "sha256" in identity:  # one file
+        expected = {str(Path(source).resolve()): identity["sha256"]}
+    elif "files" in identity:  # a directory
+        expected = {str((Path(source) / rel).resolve()): sha for rel, sha in identity["files"].items()}
+    else:
+        return
+    for path, sha in expected.items():
+        got = READ_DIGESTS.get(path)
+        if got is not None and got != sha:
+            raise QdllmError(f"{path} changed while `qdllm data` was reading it (its bytes no longer match the sha256 "
+                             "the data key was computed from); nothing was written: run the command again.")
+
+
 def _read_text(path: Path) -> str:
     if not path.is_file():
         raise QdllmError(f"Data file {path} does not exist; check the path.")
-    text = _decode(path.read_bytes(), str(path))
+    text = _decode(_read_bytes(path), str(path))
     if not text.strip():
         raise QdllmError(f"Data file {path} is empty; give a file with one text per line.")
     return text
@@ -271,7 +300,7 @@ def read_table_columns(path: Path, columns: dict[str, str]) -> dict[str, list]:
             names = list(dict.fromkeys(k for r in rows for k in r))
             table = {c: [r.get(c) for r in rows] for c in names if c in columns}
         else:
-            df = (pl.read_parquet(path) if kind == "parquet" else
+            df = (pl.read_parquet(io.BytesIO(_read_bytes(path))) if kind == "parquet" else
                   pl.read_csv(io.StringIO(text), separator="\t" if kind == "tsv" else ",", infer_schema_length=0,
                               quote_char='"' if kind == "csv" else None))
             names = df.columns
