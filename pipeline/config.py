@@ -229,7 +229,10 @@ class DataConfig:
                         check=_check_task)
     source: str = setting("", "Data: '' = the task's default source, a file or directory path, or hf:NAME[@REV].")
     text_column: str = setting("text", "Text column of your own CSV/TSV/JSONL/Parquet.")
-    label_column: str = setting("label", "Label column of your own CSV/TSV/JSONL/Parquet.")
+    label_column: str = setting("label", "Label column of your own CSV/TSV/JSONL/Parquet.",
+                                check=lambda v, cfg: None if v != cfg.text_column else
+                                f"--label-column {v!r} is also the text column; name the column that holds the "
+                                "labels (--label-column) apart from the texts' (--text-column).")
     split: tuple[float, ...] = setting((0.6, 0.2, 0.2), "Train,val,test fractions per class.", parse=_floats,
                                        show=_joined, check=_check_split)
     seed: int = setting(0, "Seed for the data split and the teacher fine-tune.", ge=0, le=MAX_SEED)

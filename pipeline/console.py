@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -23,6 +24,9 @@ _state = {"quiet": False}
 def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     """``-v`` shows debug messages, ``-q`` only warnings and errors (and hides progress bars)."""
     _state["quiet"] = quiet
+    if quiet:  # the Hugging Face libraries' own loading bars (checkpoint shards, GGUF conversion) too
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     logging.basicConfig(
         level=level,

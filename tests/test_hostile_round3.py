@@ -359,3 +359,24 @@ def test_a_file_edited_between_key_and_build_is_refused(isolated_dirs, tmp_path,
     assert not list((isolated_dirs / "data").rglob("manifest.json"))
     write(rows)  # back as the key says: builds
     build(resolve(data=DataConfig(task="mine", source=str(src))))
+
+
+@pytest.mark.parametrize("args,words", [
+    (["data", "stego", "encode", "--bits", "0101", "--freq-bits", "0"], ["--freq-bits 0", "from 8"]),
+    (["data", "stego", "encode", "--bits", "0101", "--threads", "100000"], ["--threads 100000", "1 to 1024"]),
+    (["key", "data", "--task", "x", "--text-column", "a", "--label-column", "a"], ["also the text column"]),
+])
+def test_messages_name_the_setting_at_fault(args, words):
+    fails(run_cli(*args), *words)
+
+
+@pytest.mark.parametrize("content", ["garbage", '{"x": 1}', "[]"])
+def test_a_scheduler_file_holding_garbage_is_one_sentence(isolated_dirs, tmp_path, content):
+    from helpers import write_synthetic_cache
+
+    write_synthetic_cache(isolated_dirs / "cache" / "teacher" / ("a" * 16), n=30, dim=4, key="a" * 32, task="t")
+    sched = tmp_path / "scheduler.json"
+    sched.write_text(content)
+    fails(run_cli("student", "--teacher-key", "a" * 16, "--epochs", "1", "--seeds", "0", "--no-classical",
+                  "--no-ce-baseline", env={"QDLLM_CLUSTER": str(sched)}, timeout=120),
+          f"QDLLM_CLUSTER={sched}")

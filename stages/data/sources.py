@@ -100,6 +100,9 @@ def check_read(identity: dict[str, Any], source: str) -> None:
 
 def _read_text(path: Path) -> str:
     if not path.is_file():
+        if path.exists():  # a FIFO, a device, a directory: not "missing"
+            raise QdllmError(f"Data file {path} is not a regular file (a directory, FIFO or device); give a text "
+                             "file.")
         raise QdllmError(f"Data file {path} does not exist; check the path.")
     text = _decode(_read_bytes(path), str(path))
     if not text.strip():

@@ -57,14 +57,15 @@ class StegoSettings:
     def check(self) -> None:
         if self.top_k is None and self.top_p is None:
             raise QdllmError("Give --top-k or --top-p (or both) so the next-token distribution is truncated.")
+        if not 16 <= self.precision <= 62 or not 8 <= self.freq_bits <= self.precision - 2:  # before --top-k's range
+            raise QdllmError(f"--freq-bits {self.freq_bits} with --precision {self.precision} is not valid: "
+                             "--precision must be 16..62 and --freq-bits from 8 to precision - 2 (default 32 and 16).")
+        if not 1 <= self.threads <= 1024:
+            raise QdllmError(f"--threads {self.threads} is not valid: give 1 to 1024 (both sides must match).")
         if self.top_k is not None and not 2 <= self.top_k <= (1 << self.freq_bits) // 2:
             raise QdllmError(f"--top-k must be between 2 and {(1 << self.freq_bits) // 2}; got {self.top_k}.")
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
             raise QdllmError(f"--top-p must be in (0, 1]; got {self.top_p}.")
-        if not 8 <= self.freq_bits <= self.precision - 2 or not 16 <= self.precision <= 62:
-            raise QdllmError("--precision must be 16..62 and at least freq_bits + 2 (default 32 and 16).")
-        if self.threads < 1:
-            raise QdllmError(f"--threads must be at least 1; got {self.threads}.")
         if self.dtype not in _DTYPES:
             raise QdllmError(f"--dtype must be one of {', '.join(_DTYPES)}; got {self.dtype!r}.")
 

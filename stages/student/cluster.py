@@ -43,6 +43,13 @@ WAIT_FOR_WORKERS_S = 600  # a batch system (dask-jobqueue) may take minutes to s
 CPUS_ENV, PARENT_ENV = "QDLLM_WORKER_CPUS", "QDLLM_WORKER_PARENT"
 
 
+def _given(address: str) -> str:
+    """How the user gave the cluster, for messages: the environment variable, or the option."""
+    import os
+
+    return f"QDLLM_CLUSTER={address}" if os.environ.get("QDLLM_CLUSTER") == address else f"--cluster {address}"
+
+
 def check_cluster(address: str | None, jobs: int | None) -> None:
     """Refuse, before any work, what cannot run: Dask not installed, ``--jobs`` beside a cluster it cannot size."""
     if not address:
@@ -50,10 +57,10 @@ def check_cluster(address: str | None, jobs: int | None) -> None:
     try:
         import distributed  # noqa: F401
     except ImportError:
-        raise QdllmError("--cluster needs Dask's distributed package; install the student extra "
+        raise QdllmError(f"{_given(address)} needs Dask's distributed package; install the student extra "
                          "(`pip install -e '.[student]'`, or `make setup`).") from None
     if address != LOCAL and jobs is not None:
-        raise QdllmError(f"--jobs sets this machine's worker processes, but --cluster {address} runs the units on "
+        raise QdllmError(f"--jobs sets this machine's worker processes, but {_given(address)} runs the units on "
                          "that cluster's workers; leave --jobs out (start workers with `dask worker "
                          "--nthreads 1 --nworkers N`), or use --cluster local --jobs N.")
 
@@ -165,15 +172,26 @@ def _has_dashboard(client) -> bool:
 def _connect(address: str):
     from distributed import Client
 
+    if Path(address).is_file():  # checked here: Dask's own reading of a bad file ends in an AssertionError
+        import json
+
+        try:
+            info = json.loads(Path(address).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            info = None
+        if not isinstance(info, dict) or not isinstance(info.get("address"), str) or "://" not in info["address"]:
+            raise QdllmError(f"{_given(address)} is not a Dask scheduler file (a JSON object with the scheduler's "
+                             "address, as `dask scheduler --scheduler-file FILE` writes); give that file or the "
+                             "address (tcp://HOST:8786).")
     try:
         if Path(address).is_file():
             client = Client(scheduler_file=address, timeout=f"{CONNECT_TIMEOUT_S}s")
         else:
             client = Client(address, timeout=f"{CONNECT_TIMEOUT_S}s")
-    except (OSError, TimeoutError, ValueError) as e:
-        why = " ".join(str(e).split())[:200].rstrip(".")
-        raise QdllmError(f"Cannot reach the Dask scheduler at {address} ({why}); start one with `dask scheduler` "
-                         "and give its address (tcp://HOST:8786), its scheduler file, or --cluster local.") from None
+    except (OSError, TimeoutError, ValueError, KeyError, TypeError) as e:  # a scheduler file holding garbage too
+        why = " ".join(str(e).split())[:200].rstrip(".") or type(e).__name__
+        raise QdllmError(f"Cannot reach the Dask scheduler of {_given(address)} ({why}); start one with `dask "
+                         "scheduler` and give its address (tcp://HOST:8786), its scheduler file, or local.") from None
     with client:
         yield client
 
