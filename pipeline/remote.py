@@ -636,10 +636,11 @@ def export_tar(dest: Path, items: list[tuple[str, str]], *, cache_root: Path | N
     if stream:  # a pipe or a character device (/dev/stdout, a FIFO): written in place, never renamed over
         tmp, mode = dest, ("w|" + mode[2:]) if ":" in mode else "w|"
     try:
-        out = open(tmp, "wb" if stream else "xb")
+        out = open(tmp, "xb" if not stream else "wb")
     except OSError as e:
         raise QdllmError(f"Cannot write {dest} ({(e.strerror or str(e)).lower()}); give --to a file in an existing "
                          "directory you can write to.") from None
+    record = None if stream else _record_temporary(tmp, cache_root)
     bar, advance = _bar(f"export {len(srcs)} cache(s)", total)
     try:
         with out, bar, tarfile.open(fileobj=out, mode=mode) as tar:
@@ -665,7 +666,43 @@ def export_tar(dest: Path, items: list[tuple[str, str]], *, cache_root: Path | N
         if not stream:
             tmp.unlink(missing_ok=True)
         raise
+    finally:
+        if record is not None:
+            record.unlink(missing_ok=True)
     return dest
+
+
+EXPORTS = ".exports"  # under the cache root: one record per export being written elsewhere (its temporary's path)
+
+
+def _record_temporary(tmp: Path, cache_root: Path | None) -> Path | None:
+    """Note an export's temporary file (written beside ``--to``, outside our roots) so that ``gc`` can remove it
+    after its writer was killed; the record is named like a temporary, with the writer's pid."""
+    root = Path(cache_root) if cache_root is not None else paths.cache_dir()
+    try:
+        (root / EXPORTS).mkdir(parents=True, exist_ok=True)
+        record = root / EXPORTS / f".export{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        record.write_text(str(Path(tmp).resolve()), encoding="utf-8")
+        return record
+    except OSError:  # a read-only cache root: the export still works, only gc will not know of it
+        return None
+
+
+def _export_leftovers(root: Path) -> list[Path]:
+    """Temporaries of exports whose writer died, and their records (``_record_temporary``)."""
+    out = []
+    for record in sorted((Path(root) / EXPORTS).glob(f".export{TMP_MARK}*")):
+        if not is_stale(record):
+            continue
+        try:
+            tmp = Path(record.read_text(encoding="utf-8").strip())
+        except (OSError, UnicodeDecodeError):
+            tmp = None
+        if (tmp is not None and TMP_MARK in tmp.name and _PID_RE.search(tmp.name) and tmp.is_file()
+                and not tmp.is_symlink()):
+            out.append(tmp)  # only a file named as our temporary: a record can never point gc at anything else
+        out.append(record)
+    return out
 
 
 def _is_stream(path: Path) -> bool:
@@ -780,11 +817,29 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _started_after(pid: int, when: float) -> bool:
+    """Whether the live process ``pid`` started after ``when`` (so it is not the writer of a file last changed
+    then: the pid was reused). False when the start time cannot be read."""
+    try:
+        import psutil
+
+        return psutil.Process(pid).create_time() > when + 1.0
+    except Exception:  # noqa: BLE001 - no psutil, no such process, no permission: assume it may be the writer
+        return False
+
+
 def is_stale(path: Path, now: float | None = None) -> bool:
-    """A temporary is stale when its writer pid (in its name) is dead; one without a pid, after an hour."""
+    """A temporary is stale when its writer pid (in its name) is dead, or alive but started after the temporary
+    was last changed (a reused pid); one without a pid, after an hour."""
     m = _PID_RE.search(path.name)
     if m:
-        return not _pid_alive(int(m.group(1)))
+        pid = int(m.group(1))
+        if not _pid_alive(pid):
+            return True
+        try:
+            return _started_after(pid, path.lstat().st_mtime)
+        except FileNotFoundError:
+            return False
     try:
         return (now or time.time()) - path.lstat().st_mtime > STALE_WITHOUT_PID_S
     except FileNotFoundError:
@@ -831,7 +886,8 @@ def gc(roots: list[Path], *, dry_run: bool = False) -> list[Path]:
         root = Path(root)
         if not root.is_dir():
             continue
-        leftovers = [p for p in stale_temporaries(root) if is_stale(p)] + _adapter_leftovers(root)
+        leftovers = ([p for p in stale_temporaries(root) if is_stale(p) and p.parent.name != EXPORTS]
+                     + _adapter_leftovers(root) + _export_leftovers(root))
         for p in leftovers:
             if os.path.lexists(p):  # not inside one removed before it
                 removed.append(p)

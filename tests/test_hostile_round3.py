@@ -380,3 +380,58 @@ def test_a_scheduler_file_holding_garbage_is_one_sentence(isolated_dirs, tmp_pat
     fails(run_cli("student", "--teacher-key", "a" * 16, "--epochs", "1", "--seeds", "0", "--no-classical",
                   "--no-ce-baseline", env={"QDLLM_CLUSTER": str(sched)}, timeout=120),
           f"QDLLM_CLUSTER={sched}")
+
+
+# ---------------------------------------------------------------- leaks: gc finds every temporary whose writer died
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_gc_removes_the_temporary_of_a_killed_export_beside_its_target(isolated_dirs, tmp_path):
+    from helpers import write_synthetic_cache
+
+    write_synthetic_cache(isolated_dirs / "cache" / "teacher" / ("a" * 16), n=30, dim=4, key="a" * 32, task="t")
+    elsewhere = tmp_path / "exports"
+    elsewhere.mkdir()
+    pid = _dead_pid()
+    tmp = elsewhere / f".caches.tar.xz.tmp-{pid}-0123abcd"
+    tmp.write_bytes(b"half a tar")
+    keep = elsewhere / "keep.txt"
+    keep.write_text("mine")
+    records = isolated_dirs / "cache" / ".exports"
+    records.mkdir()
+    (records / f".export.tmp-{pid}-89abcdef").write_text(str(tmp))
+    # a record pointing at a file that is not one of our temporaries never deletes it
+    (records / f".export.tmp-{pid}-fedcba98").write_text(str(keep))
+    proc = run_cli("cache", "gc")
+    assert proc.returncode == 0, proc.stderr
+    assert not tmp.exists() and keep.read_text() == "mine"
+    assert list(records.iterdir()) == []
+
+
+def test_a_finished_export_leaves_no_record(isolated_dirs, tmp_path):
+    from helpers import write_synthetic_cache
+
+    write_synthetic_cache(isolated_dirs / "cache" / "teacher" / ("a" * 16), n=30, dim=4, key="a" * 32, task="t")
+    assert run_cli("cache", "export", "--to", str(tmp_path / "x.tar.gz")).returncode == 0
+    assert list((isolated_dirs / "cache" / ".exports").iterdir()) == []
+
+
+def test_a_temporary_whose_pid_was_reused_is_stale(tmp_path):
+    import os
+    import time
+
+    from pipeline.remote import is_stale
+
+    mine = tmp_path / f".out.tmp-{os.getpid()}-0123abcd"  # a live pid: ours
+    mine.mkdir()
+    assert not is_stale(mine)
+    old = time.time() - 10 * 24 * 3600  # written long before this process started: not by it
+    os.utime(mine, (old, old))
+    assert is_stale(mine)
