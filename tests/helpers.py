@@ -75,6 +75,19 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
                           env={**os.environ, **(env or {})}, cwd=cwd or ROOT, timeout=timeout)
 
 
+def fails(proc: subprocess.CompletedProcess, *words: str) -> str:
+    """Assert a clean failure: non-zero exit, no traceback, one ``error:`` naming ``words``; return the message."""
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "Traceback" not in out, out
+    err = " ".join(proc.stderr.split())
+    assert err.count("error:") == 1, out
+    message = err[err.index("error:"):]
+    for w in words:
+        assert w in message, (w, message)
+    return message
+
+
 TIMINGS = ("train_seconds_per_epoch", "train_seconds_total", "inference_us_per_example")
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, run_cli, write_synthetic_cache
+from helpers import ROOT, fails, run_cli, write_synthetic_cache
 from pipeline import remote as R
 
 KEY = "aaaa000011112222"
@@ -41,18 +41,6 @@ def tree(path: Path) -> dict[str, bytes | None]:
         return {}
     return {p.relative_to(path).as_posix(): p.read_bytes() if p.is_file() else None for p in sorted(path.rglob("*"))}
 
-
-def fails(proc: subprocess.CompletedProcess, *words: str) -> str:
-    """Assert a clean failure: non-zero exit, no traceback, one ``error:`` naming ``words``; return the message."""
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0, out
-    assert "Traceback" not in out, out
-    err = " ".join(proc.stderr.split())
-    assert err.count("error:") == 1, out
-    message = err[err.index("error:"):]
-    for w in words:
-        assert w in message, (w, message)
-    return message
 
 
 def tar_edit(src: Path, dst: Path, edit) -> None:

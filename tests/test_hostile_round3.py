@@ -10,19 +10,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from helpers import run_cli
+from helpers import fails, run_cli
 
-
-def fails(proc, *words: str) -> str:
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0, out
-    assert "Traceback" not in out, out
-    err = " ".join(proc.stderr.split())
-    assert err.count("error:") == 1, out
-    message = err[err.index("error:"):]
-    for w in words:
-        assert w in message, (w, message)
-    return message
 
 
 def key(*args: str) -> str:

@@ -13,21 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run_cli, write_synthetic_cache
+from helpers import fails, run_cli, write_synthetic_cache
 
 KEY = "aaaa000011112222"
 
-
-def fails(proc: subprocess.CompletedProcess, *words: str) -> str:
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0, out
-    assert "Traceback" not in out, out
-    err = " ".join(proc.stderr.split())
-    assert err.count("error:") == 1, out
-    message = err[err.index("error:"):]
-    for w in words:
-        assert w in message, (w, message)
-    return message
 
 
 def files_under(path: Path) -> list[str]:
