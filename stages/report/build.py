@@ -26,6 +26,7 @@ from pipeline.console import progress
 from pipeline.errors import QdllmError
 from pipeline.publish import MANIFEST, is_complete, key_lock, publish_dir
 from stages.report import paper as P
+from stages.report.compression import compression_section, tasks_shown
 from stages.report import tables as T
 from stages.report.distill import distillation_section
 from stages.report.standing import standing_section
@@ -291,6 +292,10 @@ def write_report(out: Path, runs: list[Run], teachers: dict[str, Teacher], paper
     md += standing
     written += figures
     md += distillation_section(runs, teachers)
+    compared, figures = compression_section(runs, teachers, out)
+    md += compared
+    written += figures
+    in_comparison = tasks_shown(runs)
     md += data_section(teachers) + [""] + hardware_section(runs, teachers) + [""]
     md += ["The paper's setting, beside ours above (its Tables 1 and 2) and below (its Table 3):", ""]
     md += P.setting_markdown()
@@ -304,7 +309,7 @@ def write_report(out: Path, runs: list[Run], teachers: dict[str, Teacher], paper
     for (task, tkey), rs in main.items():
         stem = f"{task}-{tkey}"
         md += [T.performance_table(task, teachers[tkey], rs).markdown(), "",
-               *P.task_markdown(task),  # the paper's own Table 4/5/6 when the task is one of its three
+               *([] if task in in_comparison else P.task_markdown(task)),  # the paper's Table 4/5/6, once
                T.timing_table(rs, f"{task}, teacher cache {tkey}").markdown(), "",
                f"![Training curves](curves-{stem}.png)", "",
                f"![Confusion matrices](confusion-{stem}.png)", "",

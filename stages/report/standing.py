@@ -69,8 +69,8 @@ def contenders(runs: list[Run]) -> dict[tuple[str, str], list[Run]]:
     standard error (std over seeds / √seeds) of the best one's, so a budget must beat the default by more than
     seed noise to replace it."""
     by_label: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
-    for r in runs:
-        if r.config.get("loss", DEFAULTS.loss) == DEFAULTS.loss:
+    for r in runs:  # the transformer baselines have their own section (compression.py)
+        if r.model in ("quantum", *CLASSICAL) and r.config.get("loss", DEFAULTS.loss) == DEFAULTS.loss:
             by_label[(r.task, r.teacher_key, f"{r.model}|{r.label}")].append(r)
     out: dict[tuple[str, str], list[Run]] = defaultdict(list)
     for (task, tkey, _), rs in sorted(by_label.items()):
