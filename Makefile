@@ -50,11 +50,16 @@ JOBS          ?=
 CLUSTER       ?=
 DATA_ROOT     ?=
 MODELS        ?=
+METHOD        ?=
+BASELINE_EPOCHS ?=
+BASELINE_LR   ?=
+BASELINE_MAX_LENGTH ?=
 # A user's value is text, never Make code: each variable above keeps the exact text it was given (command line or
 # environment), so a `$(shell …)` in it is not run when Make reads it or exports it to a recipe.
 USER_VARS := TASK DATA TEXT_COLUMN LABEL_COLUMN MAX_PER_CLASS SEED MODEL QUANTIZE EMBEDDER TRANSFER PROFILE \
              STUDENT_MODEL VARIANT QUBITS LAYERS INPUT_SCALING LOSS ALPHA TEMPERATURE LR EPOCHS BATCH_SIZE SEEDS \
-             READOUT SCHEDULE WARMUP STUDENT_WEIGHT_DECAY REMOTE TEACHER_KEY FULL_GRID JOBS CLUSTER DATA_ROOT MODELS
+             READOUT SCHEDULE WARMUP STUDENT_WEIGHT_DECAY REMOTE TEACHER_KEY FULL_GRID JOBS CLUSTER DATA_ROOT MODELS \
+             METHOD BASELINE_EPOCHS BASELINE_LR BASELINE_MAX_LENGTH
 define NEWLINE
 
 
@@ -86,11 +91,14 @@ STUDENT_ARGS = $(call flag,STUDENT_MODEL,--student-model) $(call flag,VARIANT,--
                $(call flag,EPOCHS,--epochs) $(call flag,BATCH_SIZE,--batch-size) $(call flag,SEEDS,--seeds) \
                $(call flag,READOUT,--readout) $(call flag,SCHEDULE,--schedule) $(call flag,WARMUP,--warmup) \
                $(call flag,STUDENT_WEIGHT_DECAY,--student-weight-decay)
+# `make baselines`: the transformer baselines' own budget (a transformer fine-tune, not the student's lr and epochs)
+BASELINE_ARGS = $(call flag,METHOD,--method) $(call flag,BASELINE_EPOCHS,--epochs) $(call flag,BASELINE_LR,--lr) \
+                $(call flag,BASELINE_MAX_LENGTH,--max-length) $(call flag,SEEDS,--seeds)
 REMOTE_ARG   = $(call flag,REMOTE,--remote)
 # TASK restricts `make student` only when given; otherwise every teacher cache present is used.
 STUDENT_SEL  = $(if $(value TEACHER_KEY),$(call flag,TEACHER_KEY,--teacher-key),$(call flag,TASK,--task))
 
-.PHONY: help setup data teacher student ablations report status reproduce demo push pull test test-slow bench clean
+.PHONY: help setup data teacher student baselines ablations report status reproduce demo push pull test test-slow bench clean
 
 help:
 	@sed -n '1,11p' Makefile | sed 's/^# \{0,1\}//'
@@ -98,6 +106,7 @@ help:
 	@echo "  MODEL QUANTIZE EMBEDDER PROFILE TRANSFER REMOTE TEACHER_KEY FULL_GRID JOBS (default: every core)"
 	@echo "  CLUSTER (student units on a Dask cluster: tcp://HOST:8786, a scheduler file, or local; docs/scaling.md)"
 	@echo "  student: STUDENT_MODEL VARIANT QUBITS LAYERS INPUT_SCALING LOSS ALPHA TEMPERATURE LR EPOCHS BATCH_SIZE SEEDS"
+	@echo "  baselines: METHOD (tinybert,distilbert,minillm) BASELINE_EPOCHS BASELINE_LR BASELINE_MAX_LENGTH SEEDS"
 
 # ---------------------------------------------------------------- set-up
 setup: $(SETUP)
@@ -118,6 +127,10 @@ data teacher demo: $(SETUP)
 
 student: $(SETUP)
 	$(QDLLM) student $(STUDENT_SEL) $(STUDENT_ARGS) $(REMOTE_ARG) $(call flag,JOBS,--jobs) $(call flag,CLUSTER,--cluster)
+
+# transformer compression baselines (TinyBERT-, DistilBERT-, MiniLLM-style) from the same teacher caches
+baselines: $(SETUP)
+	$(QDLLM) baselines $(STUDENT_SEL) $(BASELINE_ARGS)
 
 # the ablations vary loss, layers, qubits and temperature one at a time around the settings given
 ablations: $(SETUP)
@@ -182,7 +195,13 @@ test-slow: $(SETUP)
 	$(PY) -m pytest -q -m slow
 
 bench: $(SETUP)
-	@for b in tests/bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in $(filter-out tests/bench/gpu_check.py,$(wildcard tests/bench/*.py)); do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# the teacher's GPU paths (bf16, 4-bit QLoRA, the gpu profile, accelerate launch on every GPU) in one table; without
+# CUDA it says so and does nothing (tests/bench/gpu_check.py, docs/teacher.md)
+.PHONY: gpu-check
+gpu-check: $(SETUP)
+	$(PY) tests/bench/gpu_check.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -60,16 +60,20 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
                 "stages/student/device.py", "stages/student/noise_sim.py", "stages/student/noise_config.py",
                 "stages/student/cluster.py",
                 "pipeline/metrics.py", "pipeline/manifests.py", "pipeline/noise.py"),
+    # the transformer compression baselines (TinyBERT-, MiniLLM-, DistilBERT-style students from a cache)
+    "baselines": ("stages/baselines/config.py", "stages/baselines/models.py", "stages/baselines/losses.py",
+                  "stages/baselines/train.py", "stages/baselines/run.py", "pipeline/metrics.py", "pipeline/cache.py"),
     "teacher-params": ("stages/teacher/params.py", "stages/teacher/model.py"),  # LoRA counts in the report
     "report": ("stages/report/build.py", "stages/report/figures.py", "stages/report/runs.py", "stages/report/paper.py",
-               "stages/report/tables.py", "stages/report/distill.py", "stages/report/standing.py", "pipeline/probe.py",
+               "stages/report/tables.py", "stages/report/distill.py", "stages/report/standing.py",
+               "stages/report/compression.py", "pipeline/probe.py",
                "stages/student/run.py", "pipeline/manifests.py"),
 }
 # Modules of stage packages that decide no output: command lines, inspection, parameter counting.
 NOT_CONTENT: tuple[str, ...] = (
     "stages/data/cli.py", "stages/data/info.py", "stages/data/stego_cli.py", "stages/teacher/cli.py",
     "stages/student/cli.py", "stages/student/export.py", "stages/report/cli.py",
-    "stages/student/noise.py",
+    "stages/student/noise.py", "stages/baselines/cli.py",
 )
 
 
@@ -294,8 +298,9 @@ class TeacherConfig:
     so ``TeacherConfig()`` is exactly what ``qdllm teacher`` runs here and the key records it.
     """
 
-    model: str = setting("smollm2-135m", "smollm2-135m (offline default), a short name (bloomz-1b1, opt-6.7b, "
-                         "llama2-7b, ...), a hub id or a local directory.", short="-m")
+    model: str = setting("smollm2-135m", "smollm2-135m (offline default), a bigger packaged teacher (gemma3-270m, "
+                         "qwen2.5-coder-0.5b, qwen2.5-coder-1.5b: 4-bit GGUF, offline), a short name (bloomz-1b1, "
+                         "opt-6.7b, llama2-7b, ...), a hub id or a local directory.", short="-m")
     revision: str = setting("main", "Hub revision of the model.")
     quantize: str = setting("none", "none | 8bit | 4bit (bitsandbytes, needs CUDA).", choices=("none", "8bit", "4bit"))
     lora_r: int = setting(200, "LoRA rank (paper: 200).", ge=1, le=65536)

@@ -128,6 +128,7 @@ def status_cmd(data, teacher, student, task: Optional[str] = typer.Option(
 
 
 def _add_stage_apps() -> None:
+    from stages.baselines.cli import app as baselines_app
     from stages.cache_cli import app as cache_app
     from stages.data.cli import app as data_app
     from stages.report.cli import app as report_app
@@ -137,6 +138,7 @@ def _add_stage_apps() -> None:
     app.add_typer(data_app, name="data")
     app.add_typer(teacher_app, name="teacher")
     app.add_typer(student_app, name="student")
+    app.add_typer(baselines_app, name="baselines")
     app.add_typer(report_app, name="report")
     app.add_typer(cache_app, name="cache")
 
