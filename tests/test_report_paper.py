@@ -191,3 +191,22 @@ def test_a_teacher_whose_data_is_unknown_is_in_no_teacher_ablation(isolated_dirs
     m["data_key"] = "1" * 16
     (cache / "teacher" / ("b" * 16) / "manifest.json").write_text(json.dumps(m))
     assert len(teacher_ablation_tables(runs, load_teachers(runs))) == 1
+
+
+def test_teacher_ablation_shows_each_teachers_lora_size_and_distillation_gain(isolated_dirs):
+    from test_report_standing import set_accuracy
+
+    cache = isolated_dirs / "cache"
+    small = teacher(cache, "a" * 16, "1" * 16, seed=1)
+    big = teacher(cache, "b" * 16, "1" * 16, model="gemma3-270m", seed=2)
+    write_run(cache, "1000000000000001", small, "quantum", seed=1)
+    write_run(cache, "1000000000000002", small, "quantum", seed=2, loss="ce")
+    write_run(cache, "2000000000000001", big, "quantum", seed=3)
+    set_accuracy(cache, "1000000000000001", (0.76, 0.01), 0.77)
+    set_accuracy(cache, "1000000000000002", (0.75, 0.01), 0.76)
+    runs, _ = load_runs()
+    (tab,) = teacher_ablation_tables(runs, load_teachers(runs))
+    rows = {r[0]: dict(zip(tab.headers, r)) for r in tab.rows}
+    assert rows[f"smollm2-135m ({'a' * 16})"]["Distillation gain (points)"] == "+1.00"
+    assert rows[f"gemma3-270m ({'b' * 16})"]["Distillation gain (points)"] == "—"  # no CE twin on that cache
+    assert "quantisation loss" in tab.note
