@@ -424,3 +424,17 @@ def test_a_temporary_whose_pid_was_reused_is_stale(tmp_path):
     old = time.time() - 10 * 24 * 3600  # written long before this process started: not by it
     os.utime(mine, (old, old))
     assert is_stale(mine)
+
+
+def test_a_full_disk_while_polars_writes_is_the_full_disk_sentence(isolated_dirs, monkeypatch):
+    from stages.cli import environment_error
+    from stages.data import dataset
+
+    def full(self, path, *a, **kw):
+        raise pl.exceptions.ComputeError(f"failed to write {path}: No space left on device (os error 28)")
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", full)
+    df = dataset.frame(["a text"], [0])
+    with pytest.raises(OSError) as info:
+        dataset._write_parquet(df, isolated_dirs / "x.parquet")
+    assert "no space left on the device" in environment_error(info.value)

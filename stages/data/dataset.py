@@ -42,6 +42,23 @@ def frame(texts: list[str], labels: list[int]) -> pl.DataFrame:
     )
 
 
+def _write_parquet(df: pl.DataFrame, path: Path) -> None:
+    """``df.write_parquet``, with a full disk or a quota raised as the OSError it is (polars reports it as its own
+    error type, which would bypass the command line's one-sentence answer to a full disk)."""
+    import errno
+
+    try:
+        df.write_parquet(path)
+    except OSError:
+        raise
+    except Exception as e:  # noqa: BLE001 - polars' ComputeError / PolarsError wrapping an I/O failure
+        text = str(e)
+        for code, words in ((errno.ENOSPC, "No space left on device"), (errno.EDQUOT, "Disk quota exceeded")):
+            if words in text:
+                raise OSError(code, words, str(path)) from None
+        raise
+
+
 def write_dataset(final: Path, splits: dict[str, pl.DataFrame], *, task: str, class_names: list[str],
                   key: str, inputs: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
     """Write the three splits and the manifest (last) atomically into ``final``."""
@@ -50,7 +67,7 @@ def write_dataset(final: Path, splits: dict[str, pl.DataFrame], *, task: str, cl
         for name in SPLITS:
             df = splits[name].select("id", "text", pl.col("label").cast(pl.Int64))
             path = pub.path / f"{name}.parquet"
-            df.write_parquet(path)
+            _write_parquet(df, path)
             files[name] = {"file": path.name, "rows": df.height, "sha256": sha256_file(path),
                            "class_counts": [int((df["label"] == i).sum()) for i in range(len(class_names))]}
         pub.manifest = {"schema_version": SCHEMA_VERSION, "kind": "dataset", "key": key, "inputs": inputs,
