@@ -182,8 +182,11 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def _ints(text: str) -> tuple[int, ...]:
+    items = [s.strip() for s in text.split(",")]
+    if len(items) > 1 and not all(items):  # "0,,1" or "0,": an item left out is a typo, not one seed fewer
+        raise QdllmError(f"{text!r} has an empty item; give a comma-separated list of integers, e.g. 0,1,2,3,4.")
     try:
-        return tuple(int(s) for s in text.split(",") if s.strip())
+        return tuple(int(s) for s in items if s)
     except ValueError:
         raise QdllmError(f"{text!r} is not a comma-separated list of integers, e.g. 0,1,2,3,4.") from None
 

@@ -354,6 +354,8 @@ def test_a_file_edited_between_key_and_build_is_refused(isolated_dirs, tmp_path,
     (["data", "stego", "encode", "--bits", "0101", "--freq-bits", "0"], ["--freq-bits 0", "from 8"]),
     (["data", "stego", "encode", "--bits", "0101", "--threads", "100000"], ["--threads 100000", "1 to 1024"]),
     (["key", "data", "--task", "x", "--text-column", "a", "--label-column", "a"], ["also the text column"]),
+    (["key", "student", "--teacher-key", "K", "--seeds", "0,,1"], ["'0,,1' has an empty item"]),
+    (["key", "student", "--teacher-key", "K", "--seeds", "0,"], ["'0,' has an empty item"]),
 ])
 def test_messages_name_the_setting_at_fault(args, words):
     fails(run_cli(*args), *words)
