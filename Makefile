@@ -146,7 +146,7 @@ report: $(SETUP)
 	$(QDLLM) report
 
 # The paper's three tasks from the authors' files: teacher per task (per model in MODELS), students, ablations,
-# report. With a GPU, MODELS="bloomz-1b1 bloomz-3b opt-6.7b llama2-7b llama3-8b" adds Table 8's teachers.
+# the transformer baselines, report. With a GPU, MODELS="bloomz-1b1 bloomz-3b opt-6.7b llama2-7b llama3-8b" adds Table 8's teachers.
 REPRO_TASKS := emotion:senti hiding:stega thematic:topic
 reproduce: $(SETUP)
 	@root=$(call quote,DATA_ROOT); models=$(call quote,MODELS); set -ef; \
@@ -157,7 +157,7 @@ reproduce: $(SETUP)
 	    if [ "$$model" = _default ]; then $(SUBMAKE) teacher TASK="$$task" DATA="$$dir"; \
 	    else $(SUBMAKE) teacher TASK="$$task" DATA="$$dir" MODEL="$$model"; fi; \
 	  done; \
-	  $(SUBMAKE) student TASK="$$task"; $(SUBMAKE) ablations TASK="$$task"; \
+	  $(SUBMAKE) student TASK="$$task"; $(SUBMAKE) ablations TASK="$$task"; $(SUBMAKE) baselines TASK="$$task"; \
 	done
 	$(QDLLM) report
 
