@@ -146,7 +146,9 @@ report: $(SETUP)
 	$(QDLLM) report
 
 # The paper's three tasks from the authors' files: teacher per task (per model in MODELS), students, ablations,
-# the transformer baselines, report. With a GPU, MODELS="bloomz-1b1 bloomz-3b opt-6.7b llama2-7b llama3-8b" adds Table 8's teachers.
+# the transformer baselines, report. MODELS="smollm2-135m gemma3-270m qwen2.5-coder-0.5b qwen2.5-coder-1.5b" builds
+# the offline teacher ladder (Table 8 on a CPU); with a GPU, MODELS="bloomz-1b1 bloomz-3b opt-6.7b llama2-7b llama3-8b"
+# builds the paper's.
 REPRO_TASKS := emotion:senti hiding:stega thematic:topic
 reproduce: $(SETUP)
 	@root=$(call quote,DATA_ROOT); models=$(call quote,MODELS); set -ef; \
