@@ -50,6 +50,7 @@ JOBS          ?=
 CLUSTER       ?=
 DATA_ROOT     ?=
 MODELS        ?=
+EXPORT_LAYERS ?=
 METHOD        ?=
 BASELINE_EPOCHS ?=
 BASELINE_LR   ?=
@@ -59,7 +60,7 @@ BASELINE_MAX_LENGTH ?=
 USER_VARS := TASK DATA TEXT_COLUMN LABEL_COLUMN MAX_PER_CLASS SEED MODEL QUANTIZE EMBEDDER TRANSFER PROFILE \
              STUDENT_MODEL VARIANT QUBITS LAYERS INPUT_SCALING LOSS ALPHA TEMPERATURE LR EPOCHS BATCH_SIZE SEEDS \
              READOUT SCHEDULE WARMUP STUDENT_WEIGHT_DECAY REMOTE TEACHER_KEY FULL_GRID JOBS CLUSTER DATA_ROOT MODELS \
-             METHOD BASELINE_EPOCHS BASELINE_LR BASELINE_MAX_LENGTH
+             METHOD BASELINE_EPOCHS BASELINE_LR BASELINE_MAX_LENGTH EXPORT_LAYERS
 define NEWLINE
 
 
@@ -84,7 +85,8 @@ flag = $(if $(value $(1)),$(2) $(call quote,$(1)))
 DATA_ARGS    = $(call flag,TASK,--task) $(call flag,DATA,--source) $(call flag,TEXT_COLUMN,--text-column) \
                $(call flag,LABEL_COLUMN,--label-column) $(call flag,MAX_PER_CLASS,--max-per-class) $(call flag,SEED,--seed)
 TEACHER_ARGS = $(DATA_ARGS) $(call flag,MODEL,--model) $(call flag,QUANTIZE,--quantize) \
-               $(call flag,EMBEDDER,--embedder) $(call flag,PROFILE,--profile) $(call flag,TRANSFER,--transfer)
+               $(call flag,EMBEDDER,--embedder) $(call flag,PROFILE,--profile) $(call flag,TRANSFER,--transfer) \
+               $(call flag,EXPORT_LAYERS,--export-layers)
 STUDENT_ARGS = $(call flag,STUDENT_MODEL,--student-model) $(call flag,VARIANT,--variant) $(call flag,QUBITS,--qubits) \
                $(call flag,LAYERS,--layers) $(call flag,INPUT_SCALING,--input-scaling) $(call flag,LOSS,--loss) \
                $(call flag,ALPHA,--alpha) $(call flag,TEMPERATURE,--temperature) $(call flag,LR,--lr) \
@@ -103,10 +105,10 @@ STUDENT_SEL  = $(if $(value TEACHER_KEY),$(call flag,TEACHER_KEY,--teacher-key),
 help:
 	@sed -n '1,11p' Makefile | sed 's/^# \{0,1\}//'
 	@echo "Variables (unset = the default in pipeline/config.py): TASK DATA TEXT_COLUMN LABEL_COLUMN MAX_PER_CLASS SEED"
-	@echo "  MODEL QUANTIZE EMBEDDER PROFILE TRANSFER REMOTE TEACHER_KEY FULL_GRID JOBS (default: every core)"
+	@echo "  MODEL QUANTIZE EMBEDDER PROFILE TRANSFER EXPORT_LAYERS (teacher states for pkd) REMOTE TEACHER_KEY FULL_GRID JOBS (default: every core)"
 	@echo "  CLUSTER (student units on a Dask cluster: tcp://HOST:8786, a scheduler file, or local; docs/scaling.md)"
 	@echo "  student: STUDENT_MODEL VARIANT QUBITS LAYERS INPUT_SCALING LOSS ALPHA TEMPERATURE LR EPOCHS BATCH_SIZE SEEDS"
-	@echo "  baselines: METHOD (tinybert,distilbert,minillm) BASELINE_EPOCHS BASELINE_LR BASELINE_MAX_LENGTH SEEDS"
+	@echo "  baselines: METHOD (tinybert,distilbert,minillm,pkd) BASELINE_EPOCHS BASELINE_LR BASELINE_MAX_LENGTH SEEDS"
 
 # ---------------------------------------------------------------- set-up
 setup: $(SETUP)

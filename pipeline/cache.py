@@ -2,7 +2,8 @@
 
 ``cache/teacher/<key>/`` holds ``train|val|test.parquet`` (columns ``id``, ``text``,
 ``label``, ``teacher_logits``, ``teacher_probs``, ``embedding``; the last three are
-fixed-size float32 lists) and ``manifest.json``, written last. ``read_teacher_cache``
+fixed-size float32 lists; optionally ``teacher_layers``, K pooled hidden states of the
+teacher, when it was asked to export them) and ``manifest.json``, written last. ``read_teacher_cache``
 checks everything a student relies on and fails with one sentence when something is off.
 Each Parquet file also carries Hugging Face ``datasets`` feature metadata (written by hand:
 nothing here imports ``datasets``), so ``load_dataset("parquet", data_dir=...)`` gives ``label``
@@ -35,6 +36,11 @@ TRANSFER = "transfer"
 UNLABELED = -1
 COLUMNS = ("id", "text", "label", "teacher_logits", "teacher_probs", "embedding")
 STUDENT_COLUMNS = ("label", "teacher_logits", "embedding")  # all a student reads
+# Optional (``qdllm teacher --export-layers K``): the teacher's hidden state at K layers, each mean-pooled over the
+# non-padding tokens, as one fixed_size_list<float32>[K*H] per row (layer-major: layer k is items k*H .. (k+1)*H-1).
+# The manifest's ``teacher_layers`` says K (``count``), H (``dim``) and which layers; PKD-style baselines read it.
+LAYERS = "teacher_layers"
+ALL_COLUMNS = (*COLUMNS, LAYERS)
 
 
 def text_id(text: str) -> str:
@@ -52,6 +58,7 @@ class TeacherSplit:
     logits: np.ndarray  # (N, C) float32, raw
     probs: np.ndarray  # (N, C) float32
     embeddings: np.ndarray  # (N, D) float32
+    layers: np.ndarray | None = None  # (N, K, H) float32: pooled teacher hidden states (column teacher_layers), or None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -79,6 +86,12 @@ class TeacherCache:
     def key(self) -> str:
         return str(self.manifest["key"])
 
+    @property
+    def layers_shape(self) -> tuple[int, int] | None:
+        """(K, H) of the ``teacher_layers`` column the manifest declares, or None when the cache has none."""
+        info = self.manifest.get(LAYERS)
+        return (int(info["count"]), int(info["dim"])) if info else None
+
 
 def library_versions(*names: str) -> dict[str, str]:
     out = {"python": platform.python_version()}
@@ -90,7 +103,7 @@ def library_versions(*names: str) -> dict[str, str]:
     return out
 
 
-def hf_features(class_names: list[str], dim: int) -> dict[str, Any]:
+def hf_features(class_names: list[str], dim: int, layers_width: int = 0) -> dict[str, Any]:
     """The columns as Hugging Face ``datasets`` features (its JSON form): ``label`` is a ``ClassLabel``.
 
     Fixed-size lists are written as ``Sequence`` with a length, which every ``datasets`` release
@@ -98,10 +111,13 @@ def hf_features(class_names: list[str], dim: int) -> dict[str, Any]:
     def floats(length: int) -> dict[str, Any]:
         return {"feature": {"dtype": "float32", "_type": "Value"}, "length": int(length), "_type": "Sequence"}
 
-    return {"id": {"dtype": "string", "_type": "Value"}, "text": {"dtype": "string", "_type": "Value"},
-            "label": {"names": [str(n) for n in class_names], "_type": "ClassLabel"},
-            "teacher_logits": floats(len(class_names)), "teacher_probs": floats(len(class_names)),
-            "embedding": floats(dim)}
+    out = {"id": {"dtype": "string", "_type": "Value"}, "text": {"dtype": "string", "_type": "Value"},
+           "label": {"names": [str(n) for n in class_names], "_type": "ClassLabel"},
+           "teacher_logits": floats(len(class_names)), "teacher_probs": floats(len(class_names)),
+           "embedding": floats(dim)}
+    if layers_width:
+        out[LAYERS] = floats(layers_width)
+    return out
 
 
 def _table(split: TeacherSplit, class_names: list[str], dim: int):
@@ -113,17 +129,21 @@ def _table(split: TeacherSplit, class_names: list[str], dim: int):
         a = np.ascontiguousarray(a, dtype=np.float32)
         return pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1), pa.float32()), width)
 
-    return pa.table(
-        {
-            "id": pa.array(split.ids, pa.string()),
-            "text": pa.array(split.texts, pa.string()),
-            "label": pa.array(np.asarray(split.labels, dtype=np.int64), pa.int64(),
-                              mask=np.asarray(split.labels) == UNLABELED),
-            "teacher_logits": fixed(split.logits, num_classes),
-            "teacher_probs": fixed(split.probs, num_classes),
-            "embedding": fixed(split.embeddings, dim),
-        }
-    ).replace_schema_metadata({"huggingface": json.dumps({"info": {"features": hf_features(class_names, dim)}})})
+    columns = {
+        "id": pa.array(split.ids, pa.string()),
+        "text": pa.array(split.texts, pa.string()),
+        "label": pa.array(np.asarray(split.labels, dtype=np.int64), pa.int64(),
+                          mask=np.asarray(split.labels) == UNLABELED),
+        "teacher_logits": fixed(split.logits, num_classes),
+        "teacher_probs": fixed(split.probs, num_classes),
+        "embedding": fixed(split.embeddings, dim),
+    }
+    width = 0
+    if split.layers is not None:
+        width = split.layers.shape[1] * split.layers.shape[2]
+        columns[LAYERS] = fixed(split.layers, width)
+    features = hf_features(class_names, dim, width)
+    return pa.table(columns).replace_schema_metadata({"huggingface": json.dumps({"info": {"features": features}})})
 
 
 def write_teacher_cache(
@@ -137,9 +157,14 @@ def write_teacher_cache(
     embedding_source: str,
     extra: dict[str, Any] | None = None,
     directories: dict[str, Path] | None = None,
+    layers_info: dict[str, Any] | None = None,
 ) -> Path:
     """Validate the arrays, write the Parquet files and manifest into ``final`` atomically; ``directories``
-    (name -> a directory written elsewhere, e.g. the teacher's adapter) are copied in before the manifest."""
+    (name -> a directory written elsewhere, e.g. the teacher's adapter) are copied in before the manifest.
+
+    When the splits carry ``layers`` (every split, one (K, H)), the files get the ``teacher_layers`` column and the
+    manifest a ``teacher_layers`` entry: ``count`` K, ``dim`` H and whatever ``layers_info`` says (which layers, how
+    they were pooled)."""
     import shutil
 
     import pyarrow.parquet as pq
@@ -150,11 +175,19 @@ def write_teacher_cache(
         raise ValueError(f"a teacher cache needs splits {SPLITS} (and optionally {TRANSFER}) with one embedding "
                          f"dim, got {sorted(splits)} {dims}")
     dim = dims.pop()
+    shapes = {None if s.layers is None else tuple(s.layers.shape[1:]) for s in splits.values()}
+    if len(shapes) != 1 or (layers_info is not None and shapes == {None}):
+        raise ValueError(f"every split needs teacher layers of one shape (K, H), or none: got {shapes}")
+    layers = shapes.pop()
+    if layers is not None and (len(layers) != 2 or min(layers) < 1):
+        raise ValueError(f"teacher layers must be (N, K, H) with K, H >= 1, got (N, *{layers})")
     for name, s in splits.items():
         n = len(s.labels)
         if not (len(s.ids) == len(s.texts) == n == len(s.logits) == len(s.probs) == len(s.embeddings)):
             raise ValueError(f"split {name}: columns have different lengths")
-        _check_arrays(name, s, num_classes, dim, where="teacher output")
+        if s.layers is not None and len(s.layers) != n:
+            raise ValueError(f"split {name}: teacher layers have {len(s.layers)} rows, the split {n}")
+        _check_arrays(name, s, num_classes, dim, where="teacher output", layers=layers)
     with publish_dir(final) as pub:
         files = {}
         for name in [n for n in (*SPLITS, TRANSFER) if n in splits]:
@@ -174,6 +207,7 @@ def write_teacher_cache(
             "num_classes": num_classes,
             "embedding_dim": int(dim),
             "embedding_source": embedding_source,
+            **({LAYERS: {"count": int(layers[0]), "dim": int(layers[1]), **(layers_info or {})}} if layers else {}),
             "files": files,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "versions": library_versions("pyarrow", "numpy", "torch", "transformers", "peft"),
@@ -184,7 +218,8 @@ def write_teacher_cache(
     return Path(final)
 
 
-def _check_arrays(name: str, s: TeacherSplit, num_classes: int, dim: int, *, where: str, probs: bool = True) -> None:
+def _check_arrays(name: str, s: TeacherSplit, num_classes: int, dim: int, *, where: str, probs: bool = True,
+                  layers: tuple[int, int] | None = None) -> None:
     if s.logits.shape[1:] != (num_classes,) or s.probs.shape[1:] != (num_classes,):
         raise QdllmError(f"{where}: {name} has {s.logits.shape[1:]} class scores but {num_classes} classes are declared.")
     if s.embeddings.shape[1:] != (dim,):
@@ -197,7 +232,14 @@ def _check_arrays(name: str, s: TeacherSplit, num_classes: int, dim: int, *, whe
             f"{where}: {name} has label {int(s.labels.max() if s.labels.max() >= num_classes else s.labels.min())} "
             f"outside 0..{num_classes - 1}; rebuild the cache."
         )
-    for col, arr in (("teacher_logits", s.logits), ("teacher_probs", s.probs), ("embedding", s.embeddings)):
+    if layers is not None and (s.layers is None or s.layers.shape[1:] != tuple(layers)):
+        got = None if s.layers is None else s.layers.shape[1:]
+        raise QdllmError(f"{where}: {name} teacher layers have shape {got} but the manifest says {tuple(layers)} "
+                         "(layers, hidden size); rebuild the cache.")
+    arrays = [("teacher_logits", s.logits), ("teacher_probs", s.probs), ("embedding", s.embeddings)]
+    if s.layers is not None:
+        arrays.append((LAYERS, s.layers))
+    for col, arr in arrays:
         if not np.isfinite(arr).all():
             raise QdllmError(f"{where}: {name} column {col} holds NaN or infinite values; rebuild the cache.")
     if probs and len(s.probs) and ((s.probs < 0).any() or (s.probs > 1).any()
@@ -272,6 +314,14 @@ def check_manifest(manifest: Any, where: Path | str, fix: str = "rebuild or pull
         sha = info.get("sha256")
         if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
             raise bad(f"files.{split}.sha256 is not a sha256 hex digest")
+    layers = manifest.get(LAYERS)
+    if layers is not None:
+        if not isinstance(layers, dict):
+            raise bad(f"{LAYERS} is not an object")
+        for field in ("count", "dim"):
+            v = layers.get(field)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise bad(f"{LAYERS}.{field} is {v!r}, not a positive integer")
     adapter = manifest.get("adapter")
     if adapter is not None and not plain_name(adapter):
         raise bad(f"adapter {adapter!r} is an unsafe directory name, not a plain name inside the cache directory")
@@ -324,11 +374,12 @@ def check_contents(path: Path, manifest: dict, *, hashes: bool = True) -> None:
 
 
 def read_teacher_cache(path: Path, splits: tuple[str, ...] = SPLITS, *, verify_hashes: bool = True,
-                       columns: tuple[str, ...] = COLUMNS, transfer: bool = False, contents: bool = False
+                       columns: tuple[str, ...] = ALL_COLUMNS, transfer: bool = False, contents: bool = False
                        ) -> TeacherCache:
     """Load and validate a teacher cache; raises ``QdllmError`` with one clear sentence on any defect.
 
-    ``columns`` limits what is read (a student needs ``STUDENT_COLUMNS``; the others come back empty);
+    ``columns`` limits what is read (a student needs ``STUDENT_COLUMNS``; the others come back empty;
+    ``teacher_layers`` is read when asked for and the manifest declares it, else each split's ``layers`` is None);
     ``transfer`` adds the transfer split when the cache has one (caches written before it existed have none);
     ``contents`` also checks every other file against the manifest (``check_contents``: verify, import, pull)."""
     import pyarrow as pa
@@ -340,6 +391,8 @@ def read_teacher_cache(path: Path, splits: tuple[str, ...] = SPLITS, *, verify_h
         check_contents(path, manifest, hashes=verify_hashes)
     num_classes = len(manifest["class_names"])
     dim = int(manifest["embedding_dim"])
+    layers = (int(manifest[LAYERS]["count"]), int(manifest[LAYERS]["dim"])) \
+        if LAYERS in columns and manifest.get(LAYERS) else None
     out = {}
     if transfer and TRANSFER in manifest["files"]:
         splits = (*splits, TRANSFER)
@@ -353,10 +406,12 @@ def read_teacher_cache(path: Path, splits: tuple[str, ...] = SPLITS, *, verify_h
         if verify_hashes and sha256_file(fpath) != info["sha256"]:
             raise QdllmError(f"{fpath} does not match the sha256 in its manifest (corrupt or edited); pull or rebuild the cache.")
         try:
-            table = pq.read_table(fpath, columns=[c for c in COLUMNS if c in columns or c in STUDENT_COLUMNS])
+            names = pq.read_schema(fpath).names
+            table = pq.read_table(fpath, columns=[c for c in COLUMNS if c in columns or c in STUDENT_COLUMNS]
+                                  + ([LAYERS] if layers and LAYERS in names else []))
         except (pa.ArrowException, OSError) as e:
             raise QdllmError(f"{fpath} is not a readable Parquet file ({str(e).splitlines()[0]}); pull or rebuild the cache.") from None
-        missing = [c for c in COLUMNS if c in columns and c not in table.column_names]
+        missing = [c for c in (*COLUMNS, *([LAYERS] if layers else ())) if c in columns and c not in table.column_names]
         if missing:
             raise QdllmError(f"{fpath} lacks column(s) {', '.join(missing)}; it is not a teacher cache of this schema.")
         if table.num_rows != info["rows"]:
@@ -378,7 +433,8 @@ def read_teacher_cache(path: Path, splits: tuple[str, ...] = SPLITS, *, verify_h
             probs=_column(table, "teacher_probs", fpath, num_classes) if wanted("teacher_probs")
             else np.zeros((n, num_classes), np.float32),
             embeddings=_column(table, "embedding", fpath, dim),
+            layers=_column(table, LAYERS, fpath, layers[0] * layers[1]).reshape(n, *layers) if layers else None,
         )
-        _check_arrays(name, s, num_classes, dim, where=str(fpath), probs=wanted("teacher_probs"))
+        _check_arrays(name, s, num_classes, dim, where=str(fpath), probs=wanted("teacher_probs"), layers=layers)
         out[name] = s
     return TeacherCache(path=path, manifest=manifest, splits=out)

@@ -64,7 +64,7 @@ def _splits(manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return [(name, files[name]) for name in [*SPLIT_ORDER, *sorted(set(files) - set(SPLIT_ORDER))] if name in files]
 
 
-def features(class_names: list[str], dim: int) -> list[dict[str, Any]]:
+def features(class_names: list[str], dim: int, layers_width: int = 0) -> list[dict[str, Any]]:
     """The columns in the card's ``dataset_info`` form (as ``pipeline.cache.hf_features`` in the Parquet metadata):
     fixed-length float lists as ``sequence`` with a ``length``, which every ``datasets`` release reads."""
     def floats(name: str, length: int) -> dict[str, Any]:
@@ -73,7 +73,13 @@ def features(class_names: list[str], dim: int) -> list[dict[str, Any]]:
     return [{"name": "id", "dtype": "string"}, {"name": "text", "dtype": "string"},
             {"name": "label", "dtype": {"class_label": {"names": {str(i): str(n) for i, n in enumerate(class_names)}}}},
             floats("teacher_logits", len(class_names)), floats("teacher_probs", len(class_names)),
-            floats("embedding", dim)]
+            floats("embedding", dim)] + ([floats("teacher_layers", layers_width)] if layers_width else [])
+
+
+def _layers_width(manifest: dict[str, Any]) -> int:
+    """K*H of the optional ``teacher_layers`` column (0: the cache has none)."""
+    info = manifest.get("teacher_layers")
+    return int(info["count"]) * int(info["dim"]) if isinstance(info, dict) else 0
 
 
 def metadata(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -82,7 +88,7 @@ def metadata(manifest: dict[str, Any]) -> dict[str, Any]:
     splits = _splits(manifest)
     key = str(manifest.get("key", ""))
     info: dict[str, Any] = {
-        "features": features(list(manifest["class_names"]), int(manifest["embedding_dim"])),
+        "features": features(list(manifest["class_names"]), int(manifest["embedding_dim"]), _layers_width(manifest)),
     }
     if all("bytes" in f for _, f in splits):
         info["download_size"] = sum(int(f["bytes"]) for _, f in splits)
@@ -144,7 +150,15 @@ def card_text(manifest: dict[str, Any]) -> str:
               f"| `teacher_logits` | float32 × {len(names)} | the teacher's raw logits, before any temperature |",
               f"| `teacher_probs` | float32 × {len(names)} | softmax of the logits |",
               (f"| `embedding` | float32 × {int(manifest['embedding_dim'])} | frozen embedding: "
-               f"{manifest.get('embedding_source', '—')} |"), "",
+               f"{manifest.get('embedding_source', '—')} |")]
+    if _layers_width(manifest):
+        info = manifest["teacher_layers"]
+        which = info.get("layers") if isinstance(info.get("layers"), list) else []
+        lines.append(f"| `teacher_layers` | float32 × {_layers_width(manifest)} | the teacher's hidden states at "
+                     f"{info['count']} layers ({', '.join(map(str, which)) or '—'} of "
+                     f"{info.get('num_layers', '—')}), each mean-pooled over the non-padding tokens: "
+                     f"{info['count']} vectors of {info['dim']}, one after another |")
+    lines += ["",
               "## Teacher", "",
               f"- model: {_identity(inputs.get('model'))}",
               f"- embedder: {_identity(inputs.get('embedder'))}",

@@ -183,7 +183,7 @@ def _floats(text: str) -> tuple[float, ...]:
 
 def _ints(text: str) -> tuple[int, ...]:
     items = [s.strip() for s in text.split(",")]
-    if len(items) > 1 and not all(items):  # "0,,1" or "0,": an item left out is a typo, not one seed fewer
+    if any(items) and not all(items):  # "0,,1" or "0,": an item left out is a typo, not one seed fewer
         raise QdllmError(f"{text!r} has an empty item; give a comma-separated list of integers, e.g. 0,1,2,3,4.")
     try:
         return tuple(int(s) for s in items if s)
@@ -290,6 +290,7 @@ TEACHER_PROFILES: dict[str, dict[str, Any]] = {
                 embedder="minilm"),
 }
 _FROM_PROFILE = " (default: from --profile)"
+MAX_EXPORT_LAYERS = 64  # --export-layers: more than any student has layers to match them with
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -334,6 +335,10 @@ class TeacherConfig:
                             f"--transfer {v} does not exist; give a text, CSV, TSV, JSONL or Parquet file.")
     precision: str = setting("auto", "auto | fp32 | bf16: bf16 autocast for the fine-tune and the export (auto = bf16 "
                              "on a GPU or a CPU with AMX / AVX512-BF16, else fp32).", choices=("auto", "fp32", "bf16"))
+    # PKD (Sun et al. 2019) distils intermediate layers: K pooled hidden states per row, an optional cache column
+    export_layers: int = setting(0, "Also export the teacher's hidden state at K layers evenly spaced over its depth "
+                                 "(mean over non-padding tokens), the cache column teacher_layers that the pkd "
+                                 "baseline needs; 0 = off.", ge=0, le=MAX_EXPORT_LAYERS)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -346,13 +351,16 @@ class TeacherConfig:
                 object.__setattr__(self, name, value)
 
     def key_inputs(self, data_key: str, model_identity: dict, embedder_identity: dict) -> dict[str, Any]:
+        config = {**asdict(self), "transfer": None}  # the transfer file counts by content, not path
+        if not self.export_layers:  # off: the inputs (and so the keys) of caches made before the setting existed
+            del config["export_layers"]
         return {
             "stage": "teacher",
             "schema": SCHEMA_VERSION,
             "data_key": data_key,
             "model": model_identity,
             "embedder": embedder_identity,
-            "config": {**asdict(self), "transfer": None},  # the transfer file counts by content, not path
+            "config": config,
             "transfer": {"file": Path(self.transfer).name, "sha256": keys.hash_files([self.transfer])[self.transfer]}
             if self.transfer else None,
             "code": code_hash("teacher"),

@@ -35,8 +35,11 @@ def synthetic_splits(n: int = 60, num_classes: int = 2, dim: int = 16, seed: int
 
 
 def write_synthetic_cache(final: Path, n: int = 60, num_classes: int = 2, dim: int = 16, seed: int = 0,
-                          key: str = "synthetic", task: str = "synthetic", transfer: int = 0) -> Path:
-    """A cache from ``synthetic_splits``; ``transfer`` > 0 adds that many unlabeled rows (label null)."""
+                          key: str = "synthetic", task: str = "synthetic", transfer: int = 0,
+                          layers: tuple[int, int] | None = None) -> Path:
+    """A cache from ``synthetic_splits``; ``transfer`` > 0 adds that many unlabeled rows (label null); ``layers``
+    (K, H) adds a ``teacher_layers`` column (states that depend on the label), as layers 2, 4, ... of a 2K+2-layer
+    teacher."""
     class_names = [f"class{i}" for i in range(num_classes)]
     splits = synthetic_splits(n, num_classes, dim, seed)
     if transfer:
@@ -45,10 +48,17 @@ def write_synthetic_cache(final: Path, n: int = 60, num_classes: int = 2, dim: i
         extra.texts = [f"unlabeled {t}" for t in extra.texts]
         extra.ids = [text_id(t) for t in extra.texts]
         splits["transfer"] = extra
+    info = None
+    if layers:
+        rng = np.random.default_rng(seed + 2)
+        centers = rng.normal(size=(num_classes + 1, *layers)).astype(np.float32)
+        for s in splits.values():
+            s.layers = (centers[s.labels] + 0.3 * rng.normal(size=(len(s.labels), *layers))).astype(np.float32)
+        info = {"layers": [2 * (j + 1) for j in range(layers[0])], "num_layers": 2 * layers[0] + 2}
     return write_teacher_cache(
         Path(final), splits, key=key, inputs={"synthetic": True},
         task=task, class_names=class_names, embedding_source="synthetic",
-        extra={"teacher_metrics": {"val": {"accuracy": 1.0}, "test": {"accuracy": 1.0}}},
+        extra={"teacher_metrics": {"val": {"accuracy": 1.0}, "test": {"accuracy": 1.0}}}, layers_info=info,
     )
 
 

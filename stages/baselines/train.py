@@ -2,7 +2,8 @@
 
 The ``Trainer`` runs the loop (AdamW, linear warm-up and decay, evaluation on the validation split after every epoch,
 CUDA with bf16 autocast when present, else the CPU in fp32); ``DistillTrainer.compute_loss`` is the quantum student's
-loss on the cached teacher logits (``losses.distill_loss``); ``BestOnValidation`` keeps the weights of the epoch with
+loss on the cached teacher logits (``losses.distill_loss``), plus for PKD beta times the patient term on the cached
+teacher layers (``losses.patience_loss``); ``BestOnValidation`` keeps the weights of the epoch with
 the best validation accuracy (ties: the lower validation loss, as the quantum student's trainer does), which is the
 only checkpoint evaluated on test.
 """
@@ -24,7 +25,7 @@ from pipeline.cache import TeacherSplit
 from pipeline.errors import QdllmError
 from pipeline.metrics import agreement, classification_metrics, expected_calibration_error, softmax
 from stages.baselines.config import BaselineConfig
-from stages.baselines.losses import distill_loss
+from stages.baselines.losses import distill_loss, patience_loss
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +44,16 @@ class SeedResult:
 
 
 class Examples(torch.utils.data.Dataset):
-    """Tokenized texts with their labels (-1: unlabeled) and raw teacher logits."""
+    """Tokenized texts with their labels (-1: unlabeled), raw teacher logits and (PKD) pooled teacher layers."""
 
-    def __init__(self, tokenizer, texts: list[str], labels: np.ndarray, logits: np.ndarray, max_length: int):
+    def __init__(self, tokenizer, texts: list[str], labels: np.ndarray, logits: np.ndarray, layers: np.ndarray | None,
+                 max_length: int):
         enc = tokenizer(list(texts), truncation=True, max_length=max_length)
         self.rows = [{"input_ids": ids, "attention_mask": mask, "labels": int(y), "teacher_logits": t.tolist()}
                      for ids, mask, y, t in zip(enc["input_ids"], enc["attention_mask"], labels, logits)]
+        if layers is not None:
+            for row, states in zip(self.rows, layers):
+                row["teacher_layers"] = states  # (K, H) float32
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -70,22 +75,33 @@ class Collator:
         for i, r in enumerate(rows):
             ids[i, :len(r["input_ids"])] = torch.tensor(r["input_ids"])
             mask[i, :len(r["attention_mask"])] = torch.tensor(r["attention_mask"])
-        return {"input_ids": ids, "attention_mask": mask,
-                "labels": torch.tensor([r["labels"] for r in rows], dtype=torch.long),
-                "teacher_logits": torch.tensor([r["teacher_logits"] for r in rows], dtype=torch.float32)}
+        batch = {"input_ids": ids, "attention_mask": mask,
+                 "labels": torch.tensor([r["labels"] for r in rows], dtype=torch.long),
+                 "teacher_logits": torch.tensor([r["teacher_logits"] for r in rows], dtype=torch.float32)}
+        if "teacher_layers" in rows[0]:
+            batch["teacher_layers"] = torch.from_numpy(np.stack([r["teacher_layers"] for r in rows]).astype(np.float32))
+        return batch
 
 
 class DistillTrainer(Trainer):
-    """The ``Trainer`` with the distillation loss: (1−α)·CE + α·(T²·KL + JS), the KL reversed for MiniLLM."""
+    """The ``Trainer`` with the distillation loss: (1−α)·CE + α·(T²·KL + JS), the KL reversed for MiniLLM; for
+    PKD plus β·(patient term) between the student's projected layer states and the cached teacher layers."""
 
     def __init__(self, *args, cfg: BaselineConfig, **kwargs):
         super().__init__(*args, **kwargs)
         self.cfg = cfg
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        patient = self.cfg.spec.layers
+        if patient:
+            logits, states = model.forward_with_states(input_ids=inputs["input_ids"],
+                                                       attention_mask=inputs["attention_mask"])
+        else:
+            logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
         loss = distill_loss(logits, inputs["labels"], inputs["teacher_logits"], alpha=self.cfg.alpha,
                             temperature=self.cfg.temperature, reverse=self.cfg.spec.kl == "reverse")
+        if patient and self.cfg.beta > 0:
+            loss = loss + self.cfg.beta * patience_loss(states, inputs["teacher_layers"])
         return (loss, {"logits": logits}) if return_outputs else loss
 
 
@@ -156,9 +172,10 @@ def training_rows(splits: dict[str, TeacherSplit], cfg: BaselineConfig) -> Teach
     train, extra = splits["train"], splits.get("transfer")
     if extra is None or not len(extra) or not cfg.transfer:
         return train
+    layers = None if train.layers is None or extra.layers is None else np.concatenate([train.layers, extra.layers])
     return TeacherSplit(train.ids + extra.ids, train.texts + extra.texts, np.concatenate([train.labels, extra.labels]),
                         np.concatenate([train.logits, extra.logits]), np.concatenate([train.probs, extra.probs]),
-                        np.concatenate([train.embeddings, extra.embeddings]))
+                        np.concatenate([train.embeddings, extra.embeddings]), layers)
 
 
 def train_seed(model, tokenizer, splits: dict[str, TeacherSplit], cfg: BaselineConfig, seed: int,
@@ -203,7 +220,7 @@ def train_seed(model, tokenizer, splits: dict[str, TeacherSplit], cfg: BaselineC
 
 
 def _columns(split: TeacherSplit):
-    return split.texts, split.labels, split.logits
+    return split.texts, split.labels, split.logits, split.layers
 
 
 def _predict(trainer: Trainer, data: Examples) -> np.ndarray:

@@ -17,7 +17,7 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -218,16 +218,20 @@ class Teacher:
     ids: dict[str, list[list[int]]]  # exported rows of each split
     tune_ids: list[list[int]]
     tune_lengths: list[int]  # untruncated token counts of the fine-tune rows
+    num_layers: int = 0  # the LLM's decoder layers
+    layers: tuple[int, ...] = ()  # hidden states exported with the logits (--export-layers; empty: none)
 
 
 @dataclass
 class Export:
-    """Teacher logits of every exported row (val's from the fine-tune) and of the transfer texts."""
+    """Teacher logits of every exported row (val's from the fine-tune) and of the transfer texts, and with
+    ``--export-layers`` their pooled hidden states (val's too, from one more pass over the val rows)."""
 
     logits: dict[str, np.ndarray]
     transfer_texts: list[str]
     tokens: int
     seconds: float
+    layers: dict[str, np.ndarray] = field(default_factory=dict)  # split -> (N, K, H); empty without --export-layers
 
 
 def _setup_data(plan: Plan) -> Rows:
@@ -266,6 +270,9 @@ def _setup_model(plan: Plan, rows: Rows, procs: Processes, gradient_checkpointin
     tok = models.load_tokenizer(model_dir)
     model = classifier.load_classifier(model_dir, len(rows.class_names), tok, quantize=tcfg.quantize, seed=tcfg.seed,
                                        precision=tcfg.precision, device=procs.device)
+    num_layers = int(model.config.get_text_config().num_hidden_layers)
+    # before any fine-tuning: a teacher too shallow for --export-layers stops here, in one sentence
+    layers = train.export_layer_indices(num_layers, tcfg.export_layers) if tcfg.export_layers else ()
     _cpu_threads(procs)
     model = classifier.add_lora(model, r=tcfg.lora_r, alpha=tcfg.lora_alpha, dropout=tcfg.lora_dropout,
                                 quantize=tcfg.quantize, seed=tcfg.seed, gradient_checkpointing=gradient_checkpointing)
@@ -280,7 +287,7 @@ def _setup_model(plan: Plan, rows: Rows, procs: Processes, gradient_checkpointin
     return Teacher(model=model, tokenizer=tok, model_dir=model_dir, trainable=trainable,
                    ids={s: train.tokenize(tok, rows.exported(s), tcfg.max_length) for s in SPLITS},
                    tune_ids=train.tokenize(tok, tune_texts, tcfg.max_length),
-                   tune_lengths=[len(x) for x in tok(tune_texts)["input_ids"]])
+                   tune_lengths=[len(x) for x in tok(tune_texts)["input_ids"]], num_layers=num_layers, layers=layers)
 
 
 def _fine_tune(plan: Plan, rows: Rows, teacher: Teacher, procs: Processes, train_kwargs: dict):
@@ -317,25 +324,39 @@ def _save_adapter(plan: Plan, rows: Rows, teacher: Teacher, procs: Processes) ->
 
 
 def _export_logits(plan: Plan, rows: Rows, teacher: Teacher, val_logits: np.ndarray, procs: Processes) -> Export:
-    """Teacher logits of the exported train and test rows and of the transfer texts (val's come from the fine-tune)."""
+    """Teacher logits of the exported train and test rows and of the transfer texts (val's come from the fine-tune).
+
+    With ``--export-layers`` each forward pass also returns the pooled hidden states of its rows (``train.predict``);
+    the val rows, whose logits the fine-tune's validation computed without them, run once more for their states
+    (their logits stay the fine-tune's, so the logit columns are those of the same cache without layers)."""
     from stages.teacher import train
 
     tcfg = plan.teacher.config
     tok, bf16 = teacher.tokenizer, tcfg.precision == "bf16"
     if tcfg.quantize == "none":
         teacher.model = teacher.model.merge_and_unload()  # same outputs, no LoRA detour: faster export
-    logits = {"val": val_logits}
+    logits, layers = {"val": val_logits}, {}
     start = time.perf_counter()
+
+    def run(split: str) -> np.ndarray:
+        what = "teacher logits" + (" and layers" if teacher.layers else "")
+        out, states = train.predict(teacher.model, teacher.ids[split], tok.pad_token_id, layers=teacher.layers,
+                                    label=f"{what} {split}", bf16=bf16, procs=procs)
+        if states is not None:
+            layers[split] = states
+        return out
+
     for s in ("train", "test"):
-        logits[s] = train.predict_logits(teacher.model, teacher.ids[s], tok.pad_token_id, label=f"teacher logits {s}",
-                                         bf16=bf16, procs=procs)
+        logits[s] = run(s)
+    if teacher.layers:
+        run("val")
     transfer = load_transfer_texts(tcfg.transfer, exclude=[t for s in SPLITS for t in rows.texts[s]])
     if transfer:
         teacher.ids[TRANSFER] = train.tokenize(tok, transfer, tcfg.max_length)
-        logits[TRANSFER] = train.predict_logits(teacher.model, teacher.ids[TRANSFER], tok.pad_token_id,
-                                                label="teacher logits transfer", bf16=bf16, procs=procs)
-    tokens = sum(len(x) for s in ("train", "test", TRANSFER) for x in teacher.ids.get(s, ()))
-    return Export(logits, transfer, tokens, time.perf_counter() - start)
+        logits[TRANSFER] = run(TRANSFER)
+    exported = ("train", "test", TRANSFER) + (("val",) if teacher.layers else ())
+    tokens = sum(len(x) for s in exported for x in teacher.ids.get(s, ()))
+    return Export(logits, transfer, tokens, time.perf_counter() - start, layers)
 
 
 def _embeddings(plan: Plan, rows: Rows, teacher: Teacher, export: Export, procs: Processes
@@ -367,14 +388,15 @@ def _splits(rows: Rows, export: Export, emb: dict[str, np.ndarray]) -> dict[str,
         sub = rows.frames[s][rows.export_idx[s].tolist()]
         out[s] = TeacherSplit(ids=sub["id"].to_list(), texts=sub["text"].to_list(),
                               labels=rows.labels[s][rows.export_idx[s]], logits=export.logits[s].astype(np.float32),
-                              probs=softmax(export.logits[s]).astype(np.float32), embeddings=emb[s].astype(np.float32))
+                              probs=softmax(export.logits[s]).astype(np.float32), embeddings=emb[s].astype(np.float32),
+                              layers=export.layers.get(s))
     if export.transfer_texts:
         texts = export.transfer_texts
         out[TRANSFER] = TeacherSplit(ids=[text_id(t) for t in texts], texts=texts,
                                      labels=np.full(len(texts), UNLABELED, dtype=np.int64),
                                      logits=export.logits[TRANSFER].astype(np.float32),
                                      probs=softmax(export.logits[TRANSFER]).astype(np.float32),
-                                     embeddings=emb[TRANSFER].astype(np.float32))
+                                     embeddings=emb[TRANSFER].astype(np.float32), layers=export.layers.get(TRANSFER))
     return out
 
 
@@ -408,7 +430,9 @@ def _manifest_extra(plan: Plan, rows: Rows, teacher: Teacher, result, export: Ex
                       "gradient_checkpointing": bool(gradient_checkpointing or tcfg.quantize != "none")},
         "export": {"tokens": int(export.tokens), "seconds": round(export.seconds, 3),
                    "tokens_per_second": round(export.tokens / max(export.seconds, 1e-9), 1),
-                   "what": "teacher logits of the exported train and test rows (val's come from the fine-tune)"},
+                   "what": "teacher logits of the exported train and test rows (val's come from the fine-tune)"
+                   + (", and the pooled hidden states of every exported row (val's in one more pass)"
+                      if teacher.layers else "")},
         "processes": {"count": procs.world, "device": procs.device.type,
                       "backend": procs.accelerator.state.backend if procs.world > 1 else None},
         "adapter": "adapter",  # peft format with tokenizer and labels.json: see its README.md
@@ -416,6 +440,17 @@ def _manifest_extra(plan: Plan, rows: Rows, teacher: Teacher, result, export: Ex
         "peak_gpu_memory": _peak_gpu_memory(procs),
         "data_key": plan.data.key.short,
     }
+
+
+def _layers_info(plan: Plan, teacher: Teacher) -> dict[str, Any] | None:
+    """What the manifest says of the ``teacher_layers`` column (besides K and H): which hidden states, how pooled."""
+    if not teacher.layers:
+        return None
+    return {"layers": list(teacher.layers), "num_layers": teacher.num_layers,
+            "source": f"{plan.teacher.config.model} with its LoRA adapter: hidden_states[l], the output of decoder "
+                      f"layer l of {teacher.num_layers} (before the final norm)",
+            "pooling": "mean over the non-padding tokens (at most max_length tokens)",
+            "selection": "round(j*L/(K+1)) for j = 1..K: evenly spaced inside the model (PKD-Skip)"}
 
 
 def _build(plan: Plan, procs: Processes, gradient_checkpointing: bool, train_kwargs: dict) -> None:
@@ -459,7 +494,7 @@ def _build(plan: Plan, procs: Processes, gradient_checkpointing: bool, train_kwa
     extra["timings"] = timings
     write_teacher_cache(final, splits, key=plan.teacher.key.full, inputs=plan.teacher.key.inputs,
                         task=plan.data.config.task, class_names=rows.class_names, embedding_source=source, extra=extra,
-                        directories={"adapter": adapter})
+                        directories={"adapter": adapter}, layers_info=_layers_info(plan, teacher))
     shutil.rmtree(work_dir(plan.teacher.key.short), ignore_errors=True)
     log.info("teacher cache %s: val accuracy %.4f, test accuracy %.4f (probe ceiling on its embeddings: test %.4f), "
              "%.0f s", final, metrics["val"]["accuracy"], metrics["test"]["accuracy"], probe["test"]["accuracy"],

@@ -216,7 +216,27 @@ def shard(order: np.ndarray, procs: Processes | None) -> np.ndarray:
 
 def predict_logits(model, ids: list[list[int]], pad_id: int, *, batch_size: int = 64, label: str = "predict",
                    bf16: bool = False, procs: Processes | None = None) -> np.ndarray:
-    """Raw class logits (N, C) float32 for tokenized texts, in input order, on every process.
+    """Raw class logits (N, C) float32 for tokenized texts, in input order, on every process (``predict``)."""
+    return predict(model, ids, pad_id, batch_size=batch_size, label=label, bf16=bf16, procs=procs)[0]
+
+
+def export_layer_indices(num_layers: int, count: int) -> tuple[int, ...]:
+    """Which hidden states ``--export-layers`` exports: ``count`` layers evenly spaced strictly inside a model of
+    ``num_layers`` layers, round(j·L/(K+1)) for j = 1..K (PKD-Skip's choice: with L = 12 and K = 5 the outputs of
+    layers 2, 4, 6, 8, 10; the last layer is left to the logits). Index l is ``hidden_states[l]``, the output of
+    decoder layer l (0 would be the input embeddings). Distinct for K <= L - 1; one sentence otherwise."""
+    if count >= num_layers:
+        raise QdllmError(f"--export-layers {count} asks for more layers than this teacher has inside it: it has "
+                         f"{num_layers} layers, so give --export-layers {max(num_layers - 1, 0)} or fewer.")
+    return tuple(int(math.floor(j * num_layers / (count + 1) + 0.5)) for j in range(1, count + 1))
+
+
+def predict(model, ids: list[list[int]], pad_id: int, *, layers: tuple[int, ...] = (), batch_size: int = 64,
+            label: str = "predict", bf16: bool = False, procs: Processes | None = None
+            ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Raw class logits (N, C) float32 for tokenized texts, in input order, on every process; with ``layers``
+    (indices into the model's ``hidden_states``, ``export_layer_indices``) also those hidden states, each the mean
+    over the text's non-padding tokens, (N, K, H) float32 — from the same forward pass (else None).
 
     The rows are sorted by length; with several processes each computes its strided share and the shares are
     gathered. ``model`` is the plain (unwrapped) model."""
@@ -228,6 +248,7 @@ def predict_logits(model, ids: list[list[int]], pad_id: int, *, batch_size: int 
     mine = shard(np.argsort(lengths, kind="stable"), procs)
     num_labels = model.config.num_labels
     local = np.zeros((len(mine), num_labels), dtype=np.float32)
+    pooled: np.ndarray | None = None
     start, tokens = time.perf_counter(), 0
     where = f" (process {procs.rank + 1}/{procs.world})" if procs is not None and procs.world > 1 else ""
     with progress(TextColumn("{task.fields[tps]:>6.0f} tok/s")) as bar, torch.inference_mode():
@@ -236,13 +257,30 @@ def predict_logits(model, ids: list[list[int]], pad_id: int, *, batch_size: int 
             idx = mine[s:s + batch_size]
             x, mask = collate(ids, idx, pad_id, device)
             with autocast(device, bf16):
-                local[s:s + len(idx)] = model(input_ids=x, attention_mask=mask).logits.float().cpu().numpy()
+                out = model(input_ids=x, attention_mask=mask, **({"output_hidden_states": True} if layers else {}))
+            local[s:s + len(idx)] = out.logits.float().cpu().numpy()
+            if layers:
+                m = mask.unsqueeze(-1).float()
+                mean = torch.stack([(out.hidden_states[i].float() * m).sum(1) / m.sum(1).clamp(min=1.0)
+                                    for i in layers], 1)
+                if pooled is None:
+                    pooled = np.zeros((len(mine), len(layers), mean.shape[-1]), dtype=np.float32)
+                pooled[s:s + len(idx)] = mean.cpu().numpy()
+            del out
             tokens += int(mask.sum())
             bar.update(task, advance=len(idx), tps=tokens / max(time.perf_counter() - start, 1e-9))
-    out = np.zeros((len(ids), num_labels), dtype=np.float32)
-    for rows, logits in (procs.gather((mine, local)) if procs is not None else [(mine, local)]):
-        out[rows] = logits
-    return out
+    parts = procs.gather((mine, local, pooled)) if procs is not None else [(mine, local, pooled)]
+    out_logits = np.zeros((len(ids), num_labels), dtype=np.float32)
+    out_layers = None
+    for rows, logits, states in parts:
+        out_logits[rows] = logits
+        if states is not None:
+            if out_layers is None:
+                out_layers = np.zeros((len(ids), *states.shape[1:]), dtype=np.float32)
+            out_layers[rows] = states
+    if layers and out_layers is None:  # no rows at all
+        out_layers = np.zeros((len(ids), len(layers), int(model.config.get_text_config().hidden_size)), np.float32)
+    return out_logits, out_layers
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
