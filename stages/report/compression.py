@@ -17,7 +17,7 @@ from pathlib import Path
 
 from stages.report.runs import PRF, Run, Teacher
 from stages.report.standing import contenders
-from stages.report.tables import DASH, Table, count, pct, sci, secs
+from stages.report.tables import DASH, Table, count, pct, sci
 
 BASELINES = ("tinybert", "minillm", "distilbert", "pkd")  # the paper's four, by the method each run reproduces
 PAPER_NAMES = {"tinybert": "TinyBERT", "minillm": "MiniLLM", "distilbert": "DistilBERT", "pkd": "PKD"}
@@ -65,16 +65,25 @@ def comparison_table(task: str, teacher: Teacher, rs: list[Run]) -> Table:
     acc, tsec = teacher.metric("test", "accuracy"), teacher.train_seconds
     t.rows.append([f"teacher: {teacher.name} + LoRA", "teacher (fine-tune)", count(teacher.lora_params), "1",
                    *(pct(teacher.metric("test", m)) for m in PRF), DASH, DASH,
-                   sci(acc / tsec if acc is not None and tsec else None), secs(_teacher_us(teacher), 1), teacher.key])
+                   sci(acc / tsec if acc is not None and tsec else None), _time(_teacher_us(teacher)), teacher.key])
     for r in rs:
         epoch = r.stat("", "train_seconds_per_epoch")
         a = _acc(r)
         t.rows.append([_label(r), PAPER_NAMES.get(r.model, "qd-llm" if r.model == "quantum" else "qd-llm baseline"),
                        count(r.params), str(len(r.seeds)), *(pct(r.stat("test", m)) for m in PRF),
-                       sci(a[0] / r.params if a and r.params else None), secs(epoch, 1),
+                       sci(a[0] / r.params if a and r.params else None), _time(epoch),
                        sci(a[0] / epoch[0] if a and epoch and epoch[0] else None),
-                       secs(r.stat("", "inference_us_per_example"), 1), r.key])
+                       _time(r.stat("", "inference_us_per_example")), r.key])
     return t
+
+
+def _time(stat: tuple[float, float] | None) -> str:
+    """Seconds or microseconds as people read them: 14,019 ± 120, 352.5, 0.512 ± 0.004."""
+    if stat is None:
+        return DASH
+    def num(v: float) -> str:
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.1f}" if abs(v) >= 10 else f"{v:.3g}"
+    return num(stat[0]) + (f" ± {num(stat[1])}" if stat[1] else "")
 
 
 def _teacher_us(teacher: Teacher) -> tuple[float, float] | None:
