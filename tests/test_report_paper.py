@@ -210,3 +210,15 @@ def test_teacher_ablation_shows_each_teachers_lora_size_and_distillation_gain(is
     assert rows[f"smollm2-135m ({'a' * 16})"]["Distillation gain (points)"] == "+1.00"
     assert rows[f"gemma3-270m ({'b' * 16})"]["Distillation gain (points)"] == "—"  # no CE twin on that cache
     assert "quantisation loss" in tab.note
+
+
+def test_table3_counts_the_offline_ladder_beside_the_papers_teachers():
+    from stages.report import build
+    from stages.report.tables import parameter_table
+
+    assert {"gemma3-270m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"} <= set(build.LADDER_TEACHERS)
+    rows = [{"model": "bloomz-1b1", "lora_trainable_params": 29_500_000, "paper_table3": 29_500_000},
+            {"model": "gemma3-270m", "lora_trainable_params": 12_442_880}]
+    t = parameter_table(rows, {}, [])
+    roles = {r[1]: r[0] for r in t.rows}
+    assert roles["bloomz-1b1"].startswith("teacher, paper") and roles["gemma3-270m"].startswith("teacher, offline ladder")

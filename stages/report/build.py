@@ -24,6 +24,7 @@ from pipeline import keys, paths
 from pipeline.config import SCHEMA_VERSION, SourceSpec, StudentConfig, code_hash, has_gpu
 from pipeline.console import progress
 from pipeline.errors import QdllmError
+from pipeline.models import PACKAGED_MODELS
 from pipeline.publish import MANIFEST, is_complete, key_lock, publish_dir
 from stages.report import paper as P
 from stages.report.compression import compression_section, tasks_shown
@@ -36,6 +37,8 @@ from stages.report.runs import (METRICS, NOISE, NoiseEval, Run, Teacher, file_di
 log = logging.getLogger(__name__)
 
 PAPER_TEACHERS = ("bloomz-1b1", "bloomz-3b", "opt-6.7b", "llama2-7b", "llama3-8b")
+# counted beside them in Table 3: the offline teachers, the packaged ladder (pipeline.models.PACKAGED_MODELS)
+LADDER_TEACHERS = tuple(PACKAGED_MODELS)
 PAPER_SOURCES = {"emotion": "Sentiment140-style tweets", "hiding": "cover/stego tweets",
                  "thematic": "AG News descriptions"}
 REPORT = "report.md"
@@ -77,7 +80,7 @@ def _dataset_dir(t: Teacher) -> Path | None:
 # ---------------------------------------------------------------- paper teachers
 
 
-def paper_teacher_params(models: tuple[str, ...] = PAPER_TEACHERS, timeout: float = 300) -> tuple[list[dict], str]:
+def paper_teacher_params(models: tuple[str, ...] = PAPER_TEACHERS + LADDER_TEACHERS, timeout: float = 300) -> tuple[list[dict], str]:
     """LoRA counts of the paper's teachers from ``qdllm teacher params --json`` (a subprocess: torch stays out)."""
     out: list[dict] = []
     with progress() as bar:

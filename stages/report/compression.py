@@ -17,9 +17,9 @@ from pathlib import Path
 
 from stages.report.runs import PRF, Run, Teacher
 from stages.report.standing import contenders
-from stages.report.tables import DASH, Table, count, pct, sci
+from stages.report.tables import DASH, TRANSFORMERS, Table, count, pct, sci
 
-BASELINES = ("tinybert", "minillm", "distilbert", "pkd")  # the paper's four, by the method each run reproduces
+BASELINES = TRANSFORMERS  # the paper's four, by the method each run reproduces
 PAPER_NAMES = {"tinybert": "TinyBERT", "minillm": "MiniLLM", "distilbert": "DistilBERT", "pkd": "PKD"}
 
 

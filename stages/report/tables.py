@@ -13,6 +13,7 @@ from typing import Any
 
 from pipeline.config import LOSSES
 from pipeline.keys import short
+from pipeline.models import PACKAGED_MODELS
 from stages.report.runs import PRF, Run, Teacher, defaults_of
 
 DASH = "—"
@@ -146,7 +147,8 @@ def parameter_table(paper: list[dict[str, Any]], teachers: dict[str, Teacher], r
     for p in paper:
         n = p.get("lora_trainable_params")
         ref = p.get("paper_table3")
-        t.rows.append(["teacher, paper (LoRA r=200, counted)", str(p["model"]), count(n),
+        role = "teacher, paper" if ref or p["model"] not in PACKAGED_MODELS else "teacher, offline ladder"
+        t.rows.append([f"{role} (LoRA r=200, counted)", str(p["model"]), count(n),
                        f"{int(n):,}" if n else DASH, count(ref) if ref else DASH])
     for tk in sorted(teachers.values(), key=lambda x: (x.name, x.key)):
         n = tk.lora_params
@@ -157,9 +159,13 @@ def parameter_table(paper: list[dict[str, Any]], teachers: dict[str, Teacher], r
         if k in seen:
             continue
         seen.add(k)
-        role = "quantum student" if r.model == "quantum" else "classical student"
+        role = ("quantum student" if r.model == "quantum" else "transformer student" if r.model in TRANSFORMERS
+                else "classical student")
         t.rows.append([role, r.label, count(r.params), f"{r.params:,}", DASH])
     return t
+
+
+TRANSFORMERS = ("tinybert", "minillm", "distilbert", "pkd")  # the compression baselines (stages/baselines)
 
 
 def loss_ablation_tables(runs: list[Run], teachers: dict[str, Teacher]) -> list[Table]:
