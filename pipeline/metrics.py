@@ -41,6 +41,21 @@ def mean_std(values) -> dict:
     return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
 
 
+def run_summary(seeds: list[dict], trainable: int) -> dict:
+    """A run's ``summary`` (student and baseline runs alike): mean ± std over seeds of every metric and timing,
+    Acc/Param and Acc/T_kd (mean test accuracy over mean training seconds)."""
+    out: dict = {split: {m: mean_std(s[split][m] for s in seeds if m in s[split])
+                         for m in ("accuracy", "precision", "recall", "f1", "agreement", "ece")}
+                 for split in ("test", "val")}
+    out["train_seconds_per_epoch"] = mean_std(s["train_seconds_per_epoch"] for s in seeds)
+    out["inference_us_per_example"] = mean_std(s["inference_us_per_example"] for s in seeds)
+    acc = out["test"]["accuracy"]["mean"]
+    out["acc_per_param"] = acc / trainable if trainable else 0.0
+    t_kd = float(np.mean([s["train_seconds_total"] for s in seeds]))
+    out["acc_per_tkd"] = acc / t_kd if t_kd > 0 else 0.0
+    return out
+
+
 def agreement(student_logits: np.ndarray, teacher_logits: np.ndarray) -> float:
     """Share of examples where the student's class equals the teacher's."""
     if len(student_logits) == 0:

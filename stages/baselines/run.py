@@ -17,7 +17,6 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 
 from pipeline import paths
 from pipeline.cache import LAYERS, read_manifest, read_teacher_cache
@@ -25,7 +24,7 @@ from pipeline.console import progress
 from pipeline.errors import QdllmError
 from pipeline.keys import digest, short
 from pipeline.manifests import RunManifest, teacher_manifest
-from pipeline.metrics import mean_std
+from pipeline.metrics import run_summary
 from pipeline.plan import Key
 from pipeline.publish import is_complete, key_lock, publish_dir, write_json
 from stages.baselines.config import BaselineConfig
@@ -141,10 +140,12 @@ def _train_and_publish(teacher_dir: Path, cfg: BaselineConfig, key: Key, final: 
     config = {**cfg.settings(), "loss": cfg.loss, "schedule": "linear", "source": method.source,
               "keep_layers": list(method.keep_layers) if method.keep_layers else None, "after": method.after,
               **({"patient": patient} if patient else {})}
+    from stages.student.run import teacher_info  # the same teacher figures every student run carries
+
     metrics = {"task": teacher.task, "teacher_key": teacher_dir.name, "model": method.name, "kind": KIND,
                "description": description, "config": config, "class_names": cache.class_names,
                "trainable_params": params, "parameters": {"classical": params, "circuit": 0},
-               "teacher": _teacher_info(teacher), "seeds": seeds, "summary": summary(seeds, params)}
+               "teacher": teacher_info(teacher), "seeds": seeds, "summary": run_summary(seeds, params)}
     with publish_dir(final) as pub:
         classifier = {k: v for k, v in best.state.items() if not k.startswith("projections.")}  # PKD's: training only
         save_weights(pub.path / WEIGHTS.format(seed=best.seed), classifier,
@@ -158,27 +159,6 @@ def _train_and_publish(teacher_dir: Path, cfg: BaselineConfig, key: Key, final: 
                                    created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), kind=KIND).to_dict()
     s = metrics["summary"]["test"]["accuracy"]
     log.info("%s test accuracy %.4f ± %.4f → %s", method.name, s["mean"], s["std"], final)
-
-
-def summary(seeds: list[dict], trainable: int) -> dict:
-    """Mean ± std over seeds of every metric and timing, Acc/Param and Acc/T_kd (as the students' runs have)."""
-    out = {split: {m: mean_std(s[split][m] for s in seeds if m in s[split])
-                   for m in ("accuracy", "precision", "recall", "f1", "agreement", "ece")}
-           for split in ("test", "val")}
-    out["train_seconds_per_epoch"] = mean_std(s["train_seconds_per_epoch"] for s in seeds)
-    out["inference_us_per_example"] = mean_std(s["inference_us_per_example"] for s in seeds)
-    acc = out["test"]["accuracy"]["mean"]
-    out["acc_per_param"] = acc / trainable if trainable else 0.0
-    t_kd = float(np.mean([s["train_seconds_total"] for s in seeds]))
-    out["acc_per_tkd"] = acc / t_kd if t_kd > 0 else 0.0
-    return out
-
-
-def _teacher_info(t) -> dict:
-    info = {"val": t.teacher_metrics.get("val"), "test": t.teacher_metrics.get("test"), "model": t.model_identity,
-            "embedder": t.embedder_identity, "lora_trainable_params": t.lora_trainable_params,
-            "probe_ceiling": t.probe_ceiling}
-    return {k: v for k, v in info.items() if v is not None}
 
 
 def save_weights(path: Path, state: dict, metadata: dict[str, str]) -> None:

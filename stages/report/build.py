@@ -27,7 +27,7 @@ from pipeline.errors import QdllmError
 from pipeline.models import PACKAGED_MODELS
 from pipeline.publish import MANIFEST, is_complete, key_lock, publish_dir
 from stages.report import paper as P
-from stages.report.compression import compression_section, tasks_shown
+from stages.report.compression import compression_section
 from stages.report import tables as T
 from stages.report.distill import distillation_section
 from stages.report.standing import standing_section
@@ -265,6 +265,25 @@ def _preamble(runs: list[Run], teachers: dict[str, Teacher], skipped: list[str],
     return md
 
 
+def results_section(main: dict[tuple[str, str], list[Run]], teachers: dict[str, Teacher], circuits: dict[str, str],
+                    in_comparison: set[str]) -> list[str]:
+    """"Results per task and teacher": the Table 4–6 style table (then the paper's own, unless the comparison
+    section showed it), the cost table, the figures drawn for it and the circuits."""
+    md = ["## Results per task and teacher", ""]
+    for (task, tkey), rs in main.items():
+        stem = f"{task}-{tkey}"
+        md += [T.performance_table(task, teachers[tkey], rs).markdown(), "",
+               *([] if task in in_comparison else P.task_markdown(task)),  # the paper's Table 4/5/6, once
+               T.timing_table(rs, f"{task}, teacher cache {tkey}").markdown(), "",
+               f"![Training curves](curves-{stem}.png)", "",
+               f"![Confusion matrices](confusion-{stem}.png)", "",
+               f"![Training and inference time](timing-{stem}.png)", ""]
+        for r in rs:
+            if r.key in circuits:
+                md += [f"Circuit of {r.label} (run {r.key}): ![circuit]({circuits[r.key]})", ""]
+    return md
+
+
 def write_report(out: Path, runs: list[Run], teachers: dict[str, Teacher], paper: list[dict], paper_note: str,
                  skipped: list[str], key: str, noise: list[NoiseEval] | None = None) -> list[str]:
     """Write report.md and every figure into ``out``; return the file names written."""
@@ -295,10 +314,9 @@ def write_report(out: Path, runs: list[Run], teachers: dict[str, Teacher], paper
     md += standing
     written += figures
     md += distillation_section(runs, teachers)
-    compared, figures = compression_section(runs, teachers, out)
+    compared, figures, in_comparison = compression_section(runs, teachers, out)
     md += compared
     written += figures
-    in_comparison = tasks_shown(runs)
     md += data_section(teachers) + [""] + hardware_section(runs, teachers) + [""]
     md += ["The paper's setting, beside ours above (its Tables 1 and 2) and below (its Table 3):", ""]
     md += P.setting_markdown()
@@ -308,18 +326,7 @@ def write_report(out: Path, runs: list[Run], teachers: dict[str, Teacher], paper
     if paper_note:
         md += [paper_note, ""]
 
-    md += ["## Results per task and teacher", ""]
-    for (task, tkey), rs in main.items():
-        stem = f"{task}-{tkey}"
-        md += [T.performance_table(task, teachers[tkey], rs).markdown(), "",
-               *([] if task in in_comparison else P.task_markdown(task)),  # the paper's Table 4/5/6, once
-               T.timing_table(rs, f"{task}, teacher cache {tkey}").markdown(), "",
-               f"![Training curves](curves-{stem}.png)", "",
-               f"![Confusion matrices](confusion-{stem}.png)", "",
-               f"![Training and inference time](timing-{stem}.png)", ""]
-        for r in rs:
-            if r.key in circuits:
-                md += [f"Circuit of {r.label} (run {r.key}): ![circuit]({circuits[r.key]})", ""]
+    md += results_section(main, teachers, circuits, in_comparison)
     md += ["## Accuracy against trainable parameters", "", "![Accuracy vs parameters](accuracy-vs-params.png)", ""]
     md += ["## Shots and noise", ""]
     if noise:

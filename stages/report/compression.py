@@ -155,16 +155,17 @@ def comparison_figure(task: str, teacher: Teacher, rs: list[Run], out: Path, nam
     return F._save(fig, out, name)
 
 
-def compression_section(runs: list[Run], teachers: dict[str, Teacher], out: Path) -> tuple[list[str], list[str]]:
-    """Markdown lines and figure files of "The paper's comparison"; the paper's own Table 4/5/6 follows each task's
-    table here (and not again after the Table 4–6 style table: ``tasks_shown``)."""
+def compression_section(runs: list[Run], teachers: dict[str, Teacher], out: Path
+                        ) -> tuple[list[str], list[str], set[str]]:
+    """Markdown lines and figure files of "The paper's comparison", and the tasks whose paper Table 4/5/6 it showed
+    after their table here (not to be shown again after the Table 4–6 style table)."""
     from stages.report import paper as P
 
     md, files = ["## The paper's comparison: the quantum student beside transformer students", ""], []
     groups, shown = students(runs), set()
     if not groups:
         return md + ["No transformer student yet; `make baselines` distils the TinyBERT-, MiniLLM- and "
-                     "DistilBERT-style students from the same teacher caches.", ""], files
+                     "DistilBERT-style students from the same teacher caches.", ""], files, shown
     for (task, tkey), rs in groups.items():
         teacher = teachers.get(tkey) or Teacher(tkey, None)
         name = comparison_figure(task, teacher, rs, out, f"compression-{task}-{tkey}.png")
@@ -174,9 +175,4 @@ def compression_section(runs: list[Run], teachers: dict[str, Teacher], out: Path
         if task not in shown:
             md += P.task_markdown(task)
             shown.add(task)
-    return md, files
-
-
-def tasks_shown(runs: list[Run]) -> set[str]:
-    """The tasks whose paper table ``compression_section`` shows."""
-    return {task for task, _ in students(runs)}
+    return md, files, shown

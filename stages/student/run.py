@@ -28,7 +28,7 @@ from pipeline.manifests import RunManifest, TeacherManifest, teacher_manifest
 from pipeline.config import StudentConfig
 from pipeline.console import progress
 from pipeline.errors import QdllmError
-from pipeline.metrics import mean_std
+from pipeline.metrics import run_summary
 from pipeline.models import TEACHER_INPUT
 from pipeline.plan import Key, student_key, student_path
 from pipeline.publish import MANIFEST, is_complete, key_lock, publish_dir, write_json
@@ -204,7 +204,7 @@ class StudentRun:
         metrics = {"task": teacher.task, "teacher_key": tkey, "model": self.config.model, "config": config,
                    "class_names": cache.class_names, "trainable_params": model.size,
                    "parameters": model.parameter_groups(),  # classical (encoder, head, hidden) and circuit angles
-                   "teacher": _teacher_info(teacher), "seeds": seeds, "summary": _summary(seeds, model.size)}
+                   "teacher": teacher_info(teacher), "seeds": seeds, "summary": run_summary(seeds, model.size)}
         if isinstance(model, QuantumStudent):  # what the training would take on a device (docs/student.md)
             metrics["device_cost"] = device_cost(self.config, model, len(training_rows(splits, self.config).y),
                                                  len(splits["val"].y))
@@ -333,20 +333,8 @@ def check_compatible(model: FlatModel, cache) -> None:
         )
 
 
-def _summary(seeds: list[dict], trainable: int) -> dict:
-    out = {split: {m: mean_std(s[split][m] for s in seeds if m in s[split])
-                   for m in ("accuracy", "precision", "recall", "f1", "agreement", "ece")}
-           for split in ("test", "val")}
-    out["train_seconds_per_epoch"] = mean_std(s["train_seconds_per_epoch"] for s in seeds)
-    out["inference_us_per_example"] = mean_std(s["inference_us_per_example"] for s in seeds)
-    acc = out["test"]["accuracy"]["mean"]
-    out["acc_per_param"] = acc / trainable
-    t_kd = float(np.mean([s["train_seconds_total"] for s in seeds]))
-    out["acc_per_tkd"] = acc / t_kd if t_kd > 0 else 0.0
-    return out
-
-
-def _teacher_info(t: TeacherManifest) -> dict:
+def teacher_info(t: TeacherManifest) -> dict:
+    """The teacher's figures every run carries, so a report works from pulled runs alone."""
     info = {"val": t.teacher_metrics.get("val"), "test": t.teacher_metrics.get("test"), "model": t.model_identity,
             "embedder": t.embedder_identity, "lora_trainable_params": t.lora_trainable_params,
             "probe_ceiling": t.probe_ceiling}
